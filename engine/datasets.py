@@ -1,0 +1,142 @@
+"""Labelled image manifests (CSV) for training and evaluation (torch-free).
+
+A manifest is a CSV with at least the columns ``path,label,source``; ``label`` is ``real`` or
+``ai``. Paths are resolved relative to the manifest's folder. Extra columns are kept verbatim.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .errors import InputError, SemgirError
+
+log = logging.getLogger(__name__)
+
+LABELS = {"real": 0, "ai": 1}
+REQUIRED_COLUMNS = ("path", "label", "source")
+
+
+class ManifestError(SemgirError):
+    """The data manifest is missing, malformed, or asks for something it does not contain."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One labelled image of a manifest."""
+
+    path: Path  # absolute
+    label: int  # 1 = ai, 0 = real
+    source: str
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def label_name(self) -> str:
+        return "ai" if self.label == 1 else "real"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    sha256: str
+    rows: tuple[Row, ...]
+
+    @property
+    def sources(self) -> list[str]:
+        return sorted({r.source for r in self.rows})
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """``{source: {"real": n, "ai": n}}``."""
+        c = Counter((r.source, r.label_name) for r in self.rows)
+        return {s: {"real": c[(s, "real")], "ai": c[(s, "ai")]} for s in self.sources}
+
+    def select(self, sources: Iterable[str] | None = None, exclude: Iterable[str] | None = None) -> list[Row]:
+        """Rows of the given sources (all when None), minus the excluded ones; unknown names raise."""
+        known = set(self.sources)
+        for name in list(sources or []) + list(exclude or []):
+            if name not in known:
+                raise ManifestError(f"unknown source {name!r}; valid: {', '.join(sorted(known))}")
+        keep = set(sources) if sources else known
+        drop = set(exclude or [])
+        return [r for r in self.rows if r.source in keep and r.source not in drop]
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    """Read a manifest CSV; raise :class:`ManifestError` with the line number on bad rows."""
+    p = Path(path)
+    if not p.is_file():
+        raise ManifestError(f"manifest not found: {p}")
+    base = p.resolve().parent
+    rows: list[Row] = []
+    with open(p, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ManifestError(f"{p}: missing column(s) {', '.join(missing)}; have {reader.fieldnames}")
+        for i, rec in enumerate(reader, start=2):
+            label = (rec["label"] or "").strip().lower()
+            if label not in LABELS:
+                raise ManifestError(f"{p}:{i}: label must be 'real' or 'ai', got {rec['label']!r}")
+            rel = (rec["path"] or "").strip()
+            if not rel:
+                raise ManifestError(f"{p}:{i}: empty path")
+            extra = {k: v for k, v in rec.items() if k not in REQUIRED_COLUMNS}
+            rows.append(Row((base / rel).resolve(), LABELS[label], rec["source"].strip(), extra))
+    if not rows:
+        raise ManifestError(f"{p}: no rows")
+    return Manifest(p.resolve(), file_sha256(p), tuple(rows))
+
+
+def stratified_split(rows: Sequence[Row], fraction: float, seed: int) -> tuple[list[Row], list[Row]]:
+    """Split rows into (train, val), stratified by (source, label); deterministic for a seed."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    groups: dict[tuple[str, int], list[Row]] = {}
+    for r in sorted(rows, key=lambda r: str(r.path)):
+        groups.setdefault((r.source, r.label), []).append(r)
+    rng = random.Random(seed)
+    train: list[Row] = []
+    val: list[Row] = []
+    for key in sorted(groups):
+        g = groups[key][:]
+        rng.shuffle(g)
+        n_val = max(1, int(round(fraction * len(g)))) if len(g) > 1 else 0
+        val += g[:n_val]
+        train += g[n_val:]
+    return train, val
+
+
+def load_pixels(rows: Sequence[Row], *, progress: bool = False) -> tuple[list[np.ndarray], list[Row]]:
+    """Decode rows to uint8 RGB arrays (kept in RAM); skip and log undecodable items."""
+    from .images import load_image
+
+    it: Iterable[Row] = rows
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(rows, desc="decode", unit="img", leave=False)
+    images: list[np.ndarray] = []
+    kept: list[Row] = []
+    for r in it:
+        try:
+            images.append(load_image(r.path).pixels)
+            kept.append(r)
+        except InputError as exc:
+            log.warning("skipping %s: %s", r.path, exc)
+    return images, kept

@@ -1,0 +1,91 @@
+"""Patch-shuffle preprocessing: numpy (and Pillow for the optional resize), never torch.
+
+Everything that decides how pixels become the network input lives in :class:`PreprocessConfig`,
+which travels in the model manifest, so training, evaluation and the runtime agree exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+FIT_MODES = ("pad", "resize")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    size: int = 256  # crop side; also the minimum short side after fitting
+    fit: str = "pad"  # "pad": zero-pad small images; "resize": upscale so the short side >= size
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.25, 0.25, 0.25)
+
+    def __post_init__(self) -> None:
+        if self.fit not in FIT_MODES:
+            raise ValueError(f"unknown fit mode {self.fit!r}; valid: {', '.join(FIT_MODES)}")
+        if self.size <= 0:
+            raise ValueError("size must be positive")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PreprocessConfig":
+        return cls(size=int(d["size"]), fit=str(d["fit"]), mean=tuple(d["mean"]), std=tuple(d["std"]))
+
+
+def _check_rgb(img: np.ndarray) -> np.ndarray:
+    a = np.asarray(img)
+    if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
+        raise ValueError(f"expected (H, W, 3) uint8 RGB, got {a.shape} {a.dtype}")
+    return a
+
+
+def fit_min_side(img: np.ndarray, size: int, fit: str = "pad") -> np.ndarray:
+    """Make both sides >= ``size``: zero padding (image centred) or a bilinear upscale."""
+    a = _check_rgb(img)
+    h, w = a.shape[:2]
+    if h >= size and w >= size:
+        return a
+    if fit == "pad":
+        ph, pw = max(size - h, 0), max(size - w, 0)
+        return np.pad(a, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
+    if fit == "resize":
+        from PIL import Image
+
+        scale = size / min(h, w)
+        nh, nw = max(size, int(round(h * scale))), max(size, int(round(w * scale)))
+        return np.asarray(Image.fromarray(a).resize((nw, nh), Image.BILINEAR))
+    raise ValueError(f"unknown fit mode {fit!r}; valid: {', '.join(FIT_MODES)}")
+
+
+def crop(img: np.ndarray, size: int, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Centre crop (``rng`` None) or uniform random crop of ``size`` x ``size``; image must be big enough."""
+    h, w = img.shape[:2]
+    if h < size or w < size:
+        raise ValueError(f"image {h}x{w} smaller than crop {size}")
+    if rng is None:
+        top, left = (h - size) // 2, (w - size) // 2
+    else:
+        top, left = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+    return img[top : top + size, left : left + size]
+
+
+def normalize(img: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """(H, W, 3) uint8 -> (3, H, W) float32, ``(x / 255 - mean) / std``."""
+    x = img.astype(np.float32) * np.float32(1.0 / 255.0)
+    x -= np.asarray(cfg.mean, dtype=np.float32)
+    x /= np.asarray(cfg.std, dtype=np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def prepare(img: np.ndarray, cfg: PreprocessConfig, rng: np.random.Generator | None = None) -> np.ndarray:
+    """One image to network input: fit, crop (centre unless ``rng``), normalise."""
+    return normalize(crop(fit_min_side(img, cfg.size, cfg.fit), cfg.size, rng), cfg)
+
+
+def prepare_batch(images, cfg: PreprocessConfig, rng: np.random.Generator | None = None) -> np.ndarray:
+    """List of uint8 RGB arrays -> (N, 3, size, size) float32."""
+    if len(images) == 0:
+        return np.zeros((0, 3, cfg.size, cfg.size), np.float32)
+    return np.stack([prepare(im, cfg, rng) for im in images])
