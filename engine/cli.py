@@ -1,0 +1,150 @@
+"""`semgir-engine` command line: a thin layer over the library.
+
+Exit status: 0 all scored; 3 finished but some inputs failed; 1 fatal error; 2 usage error.
+Only this module turns exceptions into exit codes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import click
+
+from . import __version__
+from .errors import SemgirError, UnknownNameError
+
+EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+log = logging.getLogger("semgir_engine")
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+class _Group(click.Group):
+    """Turns our typed errors into clean messages and exit codes."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UnknownNameError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
+        except SemgirError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_FATAL)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="semgir-engine")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
+def main(verbose: int, quiet: bool) -> None:
+    """Tell AI-generated images from real ones (SemGIR and patch-shuffle detectors)."""
+    _setup_logging(verbose, quiet)
+
+
+def models_option(f):
+    return click.option(
+        "--models", default=None, metavar="tiny|random|DIR",
+        help="SemGIR models: 'tiny' (tests), 'random' (full-size, random weights: timing only) or a "
+             "directory of real weights. Default: real weights from $SEMGIR_MODELS or the HF cache.")(f)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="Output file (default: jsonl on stdout).")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "parquet"]), default=None,
+              help="Output format (default: from the --out extension, else jsonl).")
+@click.option("--method", type=click.Choice(["auto", "semgir", "patch"]), default="auto", show_default=True,
+              help="auto: SemGIR when its models are given or found, else the shipped patch detector.")
+@models_option
+@click.option("--backend", type=click.Choice(["auto", "torch", "onnxruntime", "tensorrt"]), default="auto",
+              show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="torch device (cpu, cuda, cuda:1).")
+@click.option("--batch-size", "-b", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--steps", type=click.IntRange(1), default=4, show_default=True, help="Regeneration steps.")
+@click.option("--guidance-scale", type=float, default=1.0, show_default=True, help="1.0 = no classifier-free guidance.")
+@click.option("--scheduler", type=click.Choice(["auto", "dpm++", "lcm", "ddim", "pndm", "euler"]), default="auto",
+              show_default=True, help="auto: LCM when LCM-LoRA weights are present, else DPM-Solver++.")
+@click.option("--resolution", type=click.IntRange(32), default=None, help="Regeneration size in px (default 512).")
+@click.option("--paper-reference", is_flag=True, help="The paper's regeneration: 50 PNDM steps, guidance 7.5.")
+@click.option("--max-new-tokens", type=click.IntRange(1), default=20, show_default=True)
+@click.option("--num-beams", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--patch-model", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Patch-detector checkpoint (default: the shipped model).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run: skip inputs already in --out.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@click.option("--num-shards", type=click.IntRange(1), default=1, show_default=True,
+              help="Split the inputs deterministically into N shards ...")
+@click.option("--shard-id", type=click.IntRange(0), default=0, show_default=True, help="... and score shard I.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def score(paths, out, fmt, method, models, backend, device, batch_size, steps, guidance_scale, scheduler,
+          resolution, paper_reference, max_new_tokens, num_beams, seed, patch_model, resume, overwrite,
+          num_shards, shard_id, no_progress):
+    """Score images (files or folders, walked recursively); one row per input."""
+    from .results import infer_format
+    from .scorer import ScorerConfig
+    from .batch import score_paths
+
+    if shard_id >= num_shards:
+        raise click.UsageError("--shard-id must be < --num-shards")
+    if resume and overwrite:
+        raise click.UsageError("--resume and --overwrite exclude each other")
+    if paper_reference:
+        steps, guidance_scale, scheduler = 50, 7.5, "pndm"
+    cfg = ScorerConfig(method=method, models=models, backend=backend, device=device, batch_size=batch_size,
+                       seed=seed, steps=steps, guidance_scale=guidance_scale, scheduler=scheduler,
+                       resolution=resolution, max_new_tokens=max_new_tokens, num_beams=num_beams,
+                       patch_model=patch_model)
+    summary = score_paths(paths, cfg, out=out, fmt=infer_format(out, fmt), resume=resume, overwrite=overwrite,
+                          num_shards=num_shards, shard_id=shard_id, progress=not no_progress)
+    if summary.random_weights:
+        click.secho("WARNING: random weights: the scores above are meaningless (timing and parity only).",
+                    fg="red", bold=True, err=True)
+    click.echo(summary.describe(), err=True)
+    sys.exit(EXIT_PARTIAL if summary.failed else EXIT_OK)
+
+
+@main.command()
+@models_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def info(models, as_json):
+    """Versions, devices, and which weights and backends are found."""
+    from .info import collect_info
+
+    data = collect_info(models)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    for section, values in data.items():
+        click.echo(f"{section}:")
+        for k, v in values.items():
+            click.echo(f"  {k}: {v}")
+
+
+@main.group()
+def train():
+    """Train a detector."""
+
+
+def _mount_optional() -> None:
+    """Attach the commands that live beside their library code."""
+    try:
+        from .patch.cli import eval_cmd, train_patch
+    except ImportError:  # pragma: no cover - the patch package ships with the engine
+        return
+    train.add_command(train_patch, "patch")
+    main.add_command(eval_cmd, "eval")
+
+
+_mount_optional()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,217 @@
+"""The scoring API: load everything once, score batches of images. The CLI is a thin layer on this.
+
+>>> from semgir_engine import Scorer, ScorerConfig
+>>> with Scorer(ScorerConfig(method="patch")) as scorer:
+...     results = scorer.score(["a.jpg", "b.png"])
+
+Thread safety: one :class:`Scorer` may be shared by threads; model calls are serialised by an
+internal lock (decoding is not), so concurrent callers get correct per-call results.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+from dataclasses import dataclass, replace
+from typing import Iterable, Iterator, Sequence
+
+from .errors import InputError, SemgirError, UnknownNameError
+from .images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, DecodedImage, ImageInput, load_image
+from .results import Result
+from .semgir.pipeline import StageTimer, run_semgir
+
+log = logging.getLogger(__name__)
+
+METHODS = ("auto", "semgir", "patch")
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+
+
+@dataclass(frozen=True)
+class ScorerConfig:
+    method: str = "auto"  # auto | semgir | patch
+    models: str | None = None  # SemGIR models: tiny | random | DIR | None (real weights if found)
+    backend: str = "torch"
+    device: str = "cpu"
+    batch_size: int = 8
+    seed: int = 0
+    steps: int = 4
+    guidance_scale: float = 1.0
+    scheduler: str = "auto"
+    resolution: int | None = None
+    max_new_tokens: int = 20
+    num_beams: int = 1
+    patch_model: str | None = None  # a patch-detector checkpoint; None = the shipped default
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_bytes: int = DEFAULT_MAX_BYTES
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise UnknownNameError("method", self.method, METHODS)
+        if self.backend not in BACKENDS:
+            raise UnknownNameError("backend", self.backend, BACKENDS)
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if self.steps < 1:
+            raise ValueError("steps must be >= 1")
+
+
+def semgir_weights_available(models: str | None) -> bool:
+    """True when real SemGIR weights (BLIP, SD, CLIP and a trained head) are all on disk."""
+    from .semgir.sources import CLIP_FILES, ModelSource
+
+    src = ModelSource.parse(models)
+    return (src.available("blip", ("config.json",)) and src.available("sd", ("model_index.json",))
+            and src.available("clip", CLIP_FILES) and src.available("head", ("semgir_head.pt",)))
+
+
+def resolve_method(cfg: ScorerConfig) -> str:
+    if cfg.method != "auto":
+        return cfg.method
+    if cfg.models is not None and cfg.models not in ("auto", "real"):
+        return "semgir"  # models were named explicitly: the user wants SemGIR
+    return "semgir" if semgir_weights_available(cfg.models) else "patch"
+
+
+class Scorer:
+    """Loads the chosen method's models once and scores images in batches."""
+
+    def __init__(self, config: ScorerConfig = ScorerConfig()):
+        self.method = resolve_method(config)
+        self.config = replace(config, method=self.method)
+        self.timer = StageTimer()
+        self._lock = threading.Lock()
+        self._closed = False
+        if self.method == "semgir":
+            self._impl = self._load_semgir()
+        else:
+            self._impl = self._load_patch()
+        self.random_weights: bool = bool(getattr(self._impl, "random_weights", False))
+        self.version: str = self._impl.version
+        self.threshold: float = float(self._impl.threshold)
+        if self.random_weights:
+            log.warning("RANDOM WEIGHTS: %s scores are meaningless (timing and parity only); labels are withheld",
+                        self.method)
+
+    # -- loading -------------------------------------------------------------------------------
+    def _backend(self) -> str:
+        b = self.config.backend
+        if b == "auto":
+            return "torch"  # the exported backends take over once an export directory is given
+        return b
+
+    def _load_semgir(self):
+        from .semgir.models import RegenConfig
+        from .semgir.sources import ModelSource
+
+        if self._backend() != "torch":
+            raise SemgirError(f"backend {self._backend()!r} is not available for SemGIR in this build; use torch")
+        from .semgir.torch_backend import TorchSemgir
+
+        c = self.config
+        regen = RegenConfig(steps=c.steps, guidance_scale=c.guidance_scale, scheduler=c.scheduler,
+                            resolution=c.resolution)
+        src = ModelSource.parse(c.models, seed=0)
+        log.info("loading SemGIR (%s)", src.describe())
+        return TorchSemgir(src, regen, max_new_tokens=c.max_new_tokens, num_beams=c.num_beams, device=c.device)
+
+    def _load_patch(self):
+        from .patch.detector import PatchDetector
+
+        return PatchDetector.load(self.config.patch_model)
+
+    # -- scoring -------------------------------------------------------------------------------
+    def _label(self, p: float) -> str | None:
+        if self.random_weights:
+            return None
+        return "ai" if p >= self.threshold else "real"
+
+    def _error(self, name: str, msg: str, sha: str | None = None) -> Result:
+        return Result(path=name, sha256=sha, p_ai=None, label=None, method=self.method, model_version=self.version,
+                      random_weights=self.random_weights, error=msg)
+
+    def _decode(self, item: ImageInput) -> DecodedImage:
+        return load_image(item, max_pixels=self.config.max_pixels, max_bytes=self.config.max_bytes)
+
+    def _score_decoded(self, names: list[str], decoded: list[DecodedImage]) -> list[Result]:
+        arrays = [d.pixels for d in decoded]
+        shas = [d.sha256 for d in decoded]
+        with self._lock:
+            if self.method == "semgir":
+                out = run_semgir(self._impl, arrays, shas, self.config.seed, self.timer)
+                p_ai, captions, timings = out.p_ai, out.captions, out.timings_ms
+            else:
+                before = self.timer.totals.get("patch", 0.0)
+                p_ai = self.timer.run("patch", self._impl.predict, arrays)
+                captions = [None] * len(arrays)
+                timings = {"patch": 1000.0 * (self.timer.totals["patch"] - before) / len(arrays)}
+        results = []
+        for name, d, p, cap in zip(names, decoded, p_ai, captions):
+            p = float(p)
+            results.append(Result(path=name, sha256=d.sha256, p_ai=p, label=self._label(p), method=self.method,
+                                  model_version=self.version, random_weights=self.random_weights, caption=cap,
+                                  note=d.note, width=d.size[0], height=d.size[1], timings_ms=dict(timings)))
+        return results
+
+    def _score_safely(self, names: list[str], decoded: list[DecodedImage]) -> list[Result]:
+        """Score a batch; if the batch fails, score its items one by one so that only the bad one fails."""
+        try:
+            return self._score_decoded(names, decoded)
+        except (KeyboardInterrupt, SemgirError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a model failure on one input must not end the run
+            if len(decoded) == 1:
+                log.exception("scoring %s failed", names[0])
+                return [self._error(names[0], f"scoring failed: {type(exc).__name__}: {exc}", decoded[0].sha256)]
+            log.warning("batch failed (%s); retrying its %d items one by one", exc, len(decoded))
+            return [r for n, d in zip(names, decoded) for r in self._score_safely([n], [d])]
+
+    def iter_scores(self, items: Iterable[ImageInput], names: Iterable[str] | None = None,
+                    batch_size: int | None = None) -> Iterator[Result]:
+        """Score ``items`` in batches, yielding one :class:`Result` per item, in input order.
+
+        A bad item yields an error row; the others are scored.
+        """
+        if self._closed:
+            raise SemgirError("scorer is closed")
+        bs = batch_size or self.config.batch_size
+        name_iter = iter(names) if names is not None else None
+        it = iter(items)
+        counter = itertools.count()
+        while True:
+            chunk = list(itertools.islice(it, bs))
+            if not chunk:
+                return
+            rows: list[Result | None] = [None] * len(chunk)
+            ok_idx, ok_names, ok_dec = [], [], []
+            for i, item in enumerate(chunk):
+                k = next(counter)
+                name = next(name_iter) if name_iter is not None else (
+                    os.fspath(item) if isinstance(item, (str, os.PathLike)) else f"item-{k}")
+                try:
+                    dec = self._decode(item)
+                except InputError as exc:
+                    rows[i] = self._error(name, str(exc))
+                    continue
+                ok_idx.append(i)
+                ok_names.append(name)
+                ok_dec.append(dec)
+            if ok_dec:
+                for i, r in zip(ok_idx, self._score_safely(ok_names, ok_dec)):
+                    rows[i] = r
+            yield from rows  # type: ignore[misc]
+
+    def score(self, items: Sequence[ImageInput] | Iterable[ImageInput], names: Iterable[str] | None = None,
+              batch_size: int | None = None) -> list[Result]:
+        return list(self.iter_scores(items, names, batch_size))
+
+    def close(self) -> None:
+        self._closed = True
+        self._impl = None
+
+    def __enter__(self) -> "Scorer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
