@@ -175,15 +175,17 @@ class PatchShuffleNet(nn.Module):
         return self.head(self.dropout(f)).squeeze(1)
 
     @torch.no_grad()
-    def predict_logits(self, x: torch.Tensor, k_shuffles: int = 0, seed: int = 0) -> torch.Tensor:
-        """Eval-mode logits: identity order (``k_shuffles`` 0) or the mean over K seeded permutations.
-
-        The per-patch features do not depend on the order, so the CNN runs once and only the
-        linear head is re-applied per permutation.
-        """
+    def patch_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, feature_dim) per-patch features in row-major patch order (eval helper)."""
         p = patchify(x, self.cfg.patch)
         b, n = p.shape[:2]
-        f = self.cnn(p.reshape(b * n, *p.shape[2:])).reshape(b, n, self.cfg.feature_dim)
+        return self.cnn(p.reshape(b * n, *p.shape[2:])).reshape(b, n, self.cfg.feature_dim)
+
+    @torch.no_grad()
+    def head_logits(self, f: torch.Tensor, k_shuffles: int = 0, seed: int = 0) -> torch.Tensor:
+        """Logits from patch features: identity order (``k_shuffles`` 0) or the mean over K seeded
+        permutations (the same K permutations for every image, reproducible from ``seed``)."""
+        b, n = f.shape[:2]
         if k_shuffles <= 0:
             return self.head(f.reshape(b, -1)).squeeze(1)
         g = torch.Generator().manual_seed(seed)
@@ -192,6 +194,12 @@ class PatchShuffleNet(nn.Module):
             perm = torch.randperm(n, generator=g)
             out += self.head(f[:, perm].reshape(b, -1)).squeeze(1)
         return out / k_shuffles
+
+    @torch.no_grad()
+    def predict_logits(self, x: torch.Tensor, k_shuffles: int = 0, seed: int = 0) -> torch.Tensor:
+        """Eval-mode logits. The per-patch features do not depend on the order, so the CNN runs
+        once and only the linear head is re-applied per permutation."""
+        return self.head_logits(self.patch_features(x), k_shuffles, seed)
 
 
 def build_model(cfg: PatchShuffleConfig | str) -> PatchShuffleNet:

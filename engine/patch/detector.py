@@ -1,0 +1,150 @@
+"""Runtime of the patch-shuffle detector: load shipped or trained weights, check them, score images.
+
+``PatchDetector.load()`` reads ``weights/default.json`` (the manifest) and ``weights/default.pt``
+inside this package; ``PatchDetector.load(path)`` takes a trained ``model.json``, ``model.pt`` or
+the folder holding them. The manifest is checked before the weights are trusted: format and
+version, the weights' sha256, and that the stored architecture matches. torch is imported inside
+the methods, so importing this module stays light.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import SemgirError, WeightsNotFoundError
+from .preprocess import PreprocessConfig, prepare_batch
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DEFAULT_MANIFEST = WEIGHTS_DIR / "default.json"
+MODEL_FORMAT = "semgir-engine/patch-shuffle"
+SUPPORTED_FORMAT_VERSIONS = (1,)
+
+
+class ModelManifestError(SemgirError):
+    """A model manifest is malformed, foreign, or does not match its weights file."""
+
+
+def resolve_manifest(path: str | Path | None) -> Path:
+    """The manifest (.json) for a path: None = shipped default; a .pt = its sibling .json; a folder =
+    ``model.json`` or ``default.json`` inside it."""
+    if path is None:
+        p = DEFAULT_MANIFEST
+    else:
+        p = Path(path)
+        if p.is_dir():
+            cands = [p / "model.json", p / "default.json"]
+            p = next((c for c in cands if c.exists()), cands[0])
+        elif p.suffix == ".pt":
+            p = p.with_suffix(".json")
+    if not p.is_file():
+        raise WeightsNotFoundError("patch-shuffle", [str(p)],
+                                   "train one with `semgir-engine train patch` or omit --model for the shipped one")
+    return p
+
+
+def read_model_manifest(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelManifestError(f"cannot read model manifest {path}: {exc}") from exc
+    if meta.get("format") != MODEL_FORMAT:
+        raise ModelManifestError(f"{path}: not a patch-shuffle model manifest (format {meta.get('format')!r})")
+    if meta.get("format_version") not in SUPPORTED_FORMAT_VERSIONS:
+        raise ModelManifestError(f"{path}: format_version {meta.get('format_version')!r} not supported "
+                                 f"(supported: {SUPPORTED_FORMAT_VERSIONS})")
+    for key in ("version", "weights_file", "weights_sha256", "config", "preprocessing", "threshold", "temperature"):
+        if key not in meta:
+            raise ModelManifestError(f"{path}: missing key {key!r}")
+    if not (0.0 <= float(meta["threshold"]) <= 1.0) or float(meta["temperature"]) <= 0.0:
+        raise ModelManifestError(f"{path}: threshold must be in [0, 1] and temperature > 0")
+    return meta
+
+
+class PatchDetector:
+    """A loaded, checked patch-shuffle model; ``predict`` returns calibrated ``p_ai``."""
+
+    method = "patch"
+
+    def __init__(self, model, manifest: dict, manifest_path: Path | None = None):
+        self.model = model.eval()
+        self.manifest = manifest
+        self.manifest_path = manifest_path
+        self.preprocess = PreprocessConfig.from_dict(manifest["preprocessing"])
+        self.k_shuffles = int(manifest.get("test_time", {}).get("k_shuffles", 0))
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.manifest["threshold"])
+
+    @property
+    def temperature(self) -> float:
+        return float(self.manifest["temperature"])
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, *, threads: int | None = None) -> "PatchDetector":
+        """Load the shipped default (``path`` None) or a trained model; verify manifest and weights."""
+        from ..deps import require
+
+        torch = require("torch", "the patch-shuffle detector")
+
+        from .model import PatchShuffleConfig, build_model
+
+        if threads:
+            torch.set_num_threads(threads)
+        mpath = resolve_manifest(path)
+        meta = read_model_manifest(mpath)
+        wpath = mpath.parent / meta["weights_file"]
+        if not wpath.is_file():
+            raise WeightsNotFoundError("patch-shuffle", [str(wpath)], f"named by {mpath}")
+        data = wpath.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != meta["weights_sha256"]:
+            raise ModelManifestError(f"{wpath}: sha256 {digest[:12]}... does not match the manifest's "
+                                     f"{meta['weights_sha256'][:12]}... (stale or foreign weights)")
+        import io
+
+        ck = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        if ck.get("config") != meta["config"]:
+            raise ModelManifestError(f"{wpath}: architecture differs from the manifest's config")
+        cfg = PatchShuffleConfig.from_dict(meta["config"])
+        if cfg.preprocess.to_dict() != PreprocessConfig.from_dict(meta["preprocessing"]).to_dict():
+            raise ModelManifestError(f"{mpath}: preprocessing differs from the model config's")
+        model = build_model(cfg)
+        model.load_state_dict(ck["state_dict"])
+        log.info("loaded patch-shuffle model %s from %s", meta["version"], wpath)
+        return cls(model, meta, mpath)
+
+    def predict_logits(self, images: Sequence[np.ndarray], batch_size: int = 32,
+                       k_shuffles: int | None = None) -> np.ndarray:
+        """Raw (uncalibrated) logits of uint8 RGB images, in input order."""
+        import torch
+
+        k = self.k_shuffles if k_shuffles is None else int(k_shuffles)
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(images), batch_size):
+                x = torch.from_numpy(prepare_batch(images[i : i + batch_size], self.preprocess))
+                out.append(self.model.predict_logits(x, k_shuffles=k).numpy().astype(np.float64))
+        return np.concatenate(out) if out else np.zeros(0, np.float64)
+
+    def calibrate(self, logits: np.ndarray) -> np.ndarray:
+        """Logits -> calibrated p_ai (temperature scaling fitted on validation data)."""
+        z = np.asarray(logits, dtype=np.float64) / self.temperature
+        return np.exp(-np.logaddexp(0.0, -z))
+
+    def predict(self, images: Sequence[np.ndarray], batch_size: int = 32,
+                k_shuffles: int | None = None) -> np.ndarray:
+        """Calibrated ``p_ai`` in [0, 1] for each uint8 (H, W, 3) RGB image; AI if ``p >= threshold``."""
+        return self.calibrate(self.predict_logits(images, batch_size, k_shuffles))

@@ -1,0 +1,267 @@
+"""Evaluate a patch-shuffle model per source, under perturbations, beside the spectrum baseline.
+
+Which rows are scored follows from the model's own manifest: a source the model never saw
+(``holdout_sources``) is scored in full; a source from its training pool is scored on the
+validation split only (re-derived from the stored seed and fraction and checked against the
+stored hash), so training images are never counted as test data.
+
+For every source and perturbation (clean, JPEG quality 75, 0.5x bilinear resize) the result holds
+accuracy at the model's threshold, balanced accuracy, ROC-AUC and AP with bootstrap 95% intervals
+and counts, for the patch model in a fixed (identity) patch order, the same model averaged over K
+seeded patch shuffles, and the baseline trained on the model's training split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..datasets import Manifest, Row, load_pixels, read_manifest
+from ..errors import SemgirError
+from ..metrics import binary_report, roc_curve
+from .augment import AugmentConfig, augment, jpeg_roundtrip, rescale
+
+log = logging.getLogger(__name__)
+
+CONDITIONS = ("clean", "jpeg75", "resize0.5")
+
+
+class EvaluationError(SemgirError):
+    """The evaluation request cannot be served (no rows, unknown condition...)."""
+
+
+def perturb(img: np.ndarray, condition: str) -> np.ndarray:
+    """Apply a named test-time perturbation to a uint8 RGB image."""
+    if condition == "clean":
+        return img
+    if condition == "jpeg75":
+        return jpeg_roundtrip(img, 75)
+    if condition == "resize0.5":
+        return rescale(img, 0.5)
+    raise EvaluationError(f"unknown condition {condition!r}; valid: {', '.join(CONDITIONS)}")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    sources: tuple[str, ...] = ()  # empty: every source of the manifest
+    conditions: tuple[str, ...] = CONDITIONS
+    k_shuffles: int = 8
+    n_boot: int = 1000
+    seed: int = 0
+    baseline: bool = True
+    batch_size: int = 64
+    threads: int = 2
+
+
+def _val_hash(rows: Sequence[Row], base: Path) -> str:
+    return hashlib.sha256("\n".join(sorted(str(r.path.relative_to(base)) for r in rows)).encode()).hexdigest()
+
+
+def model_splits(manifest: Manifest, meta: dict) -> tuple[list[Row], list[Row], set[str], bool]:
+    """(train rows, val rows, held-out sources, split_verified) of a trained model on this manifest."""
+    from .train import TrainConfig, split_rows
+
+    tc = meta["training"]["config"]
+    cfg = TrainConfig(val_fraction=tc["val_fraction"], seed=tc["seed"],
+                      holdout_sources=tuple(tc["holdout_sources"]))
+    known = set(manifest.sources)
+    cfg = TrainConfig(val_fraction=cfg.val_fraction, seed=cfg.seed,
+                      holdout_sources=tuple(s for s in cfg.holdout_sources if s in known))
+    train_rows, val_rows, _ = split_rows(manifest, cfg)
+    verified = (manifest.sha256 == meta["data"]["manifest_sha256"]
+                and _val_hash(val_rows, manifest.path.parent) == meta["data"].get("val_paths_sha256"))
+    return train_rows, val_rows, set(cfg.holdout_sources), verified
+
+
+def _scores(detector, images: Sequence[np.ndarray], k: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(p fixed order, p mean over K shuffles): the CNN runs once, the head K+1 times."""
+    import torch
+
+    from .preprocess import prepare_batch
+
+    model = detector.model.eval()
+    z0, zk = [], []
+    with torch.inference_mode():
+        for i in range(0, len(images), batch_size):
+            f = model.patch_features(torch.from_numpy(prepare_batch(images[i : i + batch_size], detector.preprocess)))
+            z0.append(model.head_logits(f, 0).numpy())
+            zk.append(model.head_logits(f, k, seed=0).numpy() if k > 0 else z0[-1])
+    z0 = np.concatenate(z0).astype(np.float64) if z0 else np.zeros(0)
+    zk = np.concatenate(zk).astype(np.float64) if zk else np.zeros(0)
+    return detector.calibrate(z0), detector.calibrate(zk)
+
+
+def evaluate(model_path: str | Path | None, manifest_path: str | Path, out_dir: str | Path | None = None,
+             cfg: EvalConfig = EvalConfig(), *, progress: bool = False) -> dict:
+    """Evaluate one model on a manifest; write ``metrics.json``, ``roc.png`` and ``summary.md`` to ``out_dir``."""
+    import torch
+
+    from ..calibration import choose_threshold, sigmoid
+    from .baseline import SpectrumBaseline
+    from .detector import PatchDetector
+
+    torch.set_num_threads(cfg.threads)
+    for c in cfg.conditions:
+        if c not in CONDITIONS:
+            raise EvaluationError(f"unknown condition {c!r}; valid: {', '.join(CONDITIONS)}")
+    det = PatchDetector.load(model_path)
+    meta = det.manifest
+    manifest = read_manifest(manifest_path)
+    train_rows, val_rows, held_out, verified = model_splits(manifest, meta)
+    if not verified:
+        log.warning("model was trained on another manifest or split: in-pool numbers may include training images")
+    sources = list(cfg.sources) or manifest.sources
+    unknown = [s for s in sources if s not in manifest.sources]
+    if unknown:
+        raise EvaluationError(f"unknown source(s) {unknown}; valid: {', '.join(manifest.sources)}")
+    val_by_source: dict[str, list[Row]] = {}
+    for r in val_rows:
+        val_by_source.setdefault(r.source, []).append(r)
+
+    baseline = base_thr = None
+    if cfg.baseline:
+        log.info("fitting the spectrum baseline on the model's training split (%d images)", len(train_rows))
+        tr_imgs, tr_rows = load_pixels(train_rows, progress=progress)
+        aug = AugmentConfig.from_dict(meta["training"]["config"]["augment"])
+        rng = np.random.default_rng(cfg.seed)
+        tr_aug = [augment(im, det.preprocess.size, rng, aug) for im in tr_imgs]
+        del tr_imgs
+        baseline = SpectrumBaseline(preprocess=det.preprocess).fit(tr_aug, [r.label for r in tr_rows], cfg.seed)
+        del tr_aug
+        v_imgs, v_rows = load_pixels(val_rows, progress=progress)
+        pv = sigmoid(baseline.decision_function(v_imgs))
+        base_thr = choose_threshold(pv, [r.label for r in v_rows])
+
+    result: dict = {
+        "model": {"version": det.version, "manifest": str(det.manifest_path), "holdout_sources": sorted(held_out),
+                  "threshold": det.threshold, "temperature": det.temperature},
+        "data": {"manifest": str(manifest.path), "manifest_sha256": manifest.sha256, "split_verified": verified},
+        "config": {**asdict(cfg), "sources": sources},
+        "baseline": {"threshold": base_thr, "bins": baseline.bins if baseline else None},
+        "sources": {},
+    }
+    curves: dict[str, dict] = {}
+    pooled: dict[str, dict[str, list]] = {}
+    for src in sources:
+        if src in held_out:
+            rows, split = manifest.select(sources=[src]), "unseen source (held out of training)"
+        else:
+            rows, split = val_by_source.get(src, []), "in-pool validation split"
+        if not rows:
+            log.warning("no rows to evaluate for %s", src)
+            continue
+        imgs, rows = load_pixels(rows, progress=progress)
+        y = np.array([r.label for r in rows])
+        entry = {"split": split, "conditions": {}}
+        for cond in cfg.conditions:
+            pim = [perturb(im, cond) for im in imgs]
+            p0, pk = _scores(det, pim, cfg.k_shuffles, cfg.batch_size)
+            res = {
+                "patch": binary_report(y, p0, det.threshold, n_boot=cfg.n_boot, seed=cfg.seed).to_dict(),
+                f"patch_k{cfg.k_shuffles}": binary_report(y, pk, det.threshold, n_boot=cfg.n_boot,
+                                                          seed=cfg.seed).to_dict(),
+            }
+            pb = None
+            if baseline is not None:
+                pb = sigmoid(baseline.decision_function(pim))
+                res["baseline"] = binary_report(y, pb, base_thr, n_boot=cfg.n_boot, seed=cfg.seed).to_dict()
+            entry["conditions"][cond] = res
+            key = f"{'unseen' if src in held_out else 'in-pool'}|{cond}"
+            acc = pooled.setdefault(key, {"y": [], "p": [], "b": []})
+            acc["y"].append(y), acc["p"].append(p0)
+            if pb is not None:
+                acc["b"].append(pb)
+            if cond == "clean" and len(set(y.tolist())) == 2:
+                curves[src] = {"y": y, "p": p0, "b": pb}
+        result["sources"][src] = entry
+        log.info("%s: %s", src, {c: round(v["patch"]["roc_auc"], 4) for c, v in entry["conditions"].items()})
+    result["pooled"] = {}
+    for key, acc in pooled.items():
+        y, p = np.concatenate(acc["y"]), np.concatenate(acc["p"])
+        d = {"patch": binary_report(y, p, det.threshold, n_boot=cfg.n_boot, seed=cfg.seed).to_dict()}
+        if acc["b"]:
+            d["baseline"] = binary_report(y, np.concatenate(acc["b"]), base_thr, n_boot=cfg.n_boot,
+                                          seed=cfg.seed).to_dict()
+        result["pooled"][key] = d
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
+        if curves:
+            plot_roc(curves, out / "roc.png", title=f"{det.version} (held out: {', '.join(sorted(held_out)) or 'none'})")
+        (out / "summary.md").write_text(markdown_summary(result))
+    return result
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(type(o).__name__)
+
+
+def plot_roc(curves: dict[str, dict], path: Path, title: str = "") -> None:
+    """ROC per source: patch model solid, baseline dashed."""
+    mpl = __import__("semgir_engine.deps", fromlist=["require"]).require("matplotlib", "ROC plots")
+    mpl.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..metrics import roc_auc
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for i, (src, c) in enumerate(curves.items()):
+        color = f"C{i}"
+        fpr, tpr, _ = roc_curve(c["y"], c["p"])
+        ax.plot(fpr, tpr, color=color, label=f"{src} patch (AUC {roc_auc(c['y'], c['p']):.3f})")
+        if c.get("b") is not None:
+            fpr, tpr, _ = roc_curve(c["y"], c["b"])
+            ax.plot(fpr, tpr, color=color, ls="--", label=f"{src} baseline (AUC {roc_auc(c['y'], c['b']):.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("false-positive rate (real called AI)")
+    ax.set_ylabel("true-positive rate (AI caught)")
+    ax.set_title(title, fontsize=8)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _fmt(v: float, ci) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def markdown_summary(result: dict) -> str:
+    """Markdown tables of one evaluation result (per source x condition x method)."""
+    k = result["config"]["k_shuffles"]
+    lines = [f"model `{result['model']['version']}`, threshold {result['model']['threshold']:.4f}, "
+             f"temperature {result['model']['temperature']:.3f}; held out: "
+             f"{', '.join(result['model']['holdout_sources']) or 'none'}; split verified: "
+             f"{result['data']['split_verified']}", "",
+             "| source | rows | condition | method | n real / ai | accuracy | balanced acc. | ROC-AUC | AP | FPR |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for src, e in result["sources"].items():
+        for cond, methods in e["conditions"].items():
+            for name, r in methods.items():
+                label = {"patch": "patch (fixed order)", f"patch_k{k}": f"patch (mean of {k} shuffles)",
+                         "baseline": "spectrum baseline"}.get(name, name)
+                lines.append(f"| {src} | {e['split']} | {cond} | {label} | {r['n_real']} / {r['n_ai']} | "
+                             f"{_fmt(r['accuracy'], r['accuracy_ci'])} | "
+                             f"{_fmt(r['balanced_accuracy'], r['balanced_accuracy_ci'])} | "
+                             f"{_fmt(r['roc_auc'], r['roc_auc_ci'])} | "
+                             f"{_fmt(r['average_precision'], r['average_precision_ci'])} | "
+                             f"{_rate(r['fpr'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def _rate(v: float) -> str:
+    return "n/a" if v is None or math.isnan(v) else f"{v:.3f}"
