@@ -116,7 +116,7 @@ class PatchDetector:
         import io
 
         ck = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        if ck.get("config") != meta["config"]:
+        if json.loads(json.dumps(ck.get("config"))) != meta["config"]:
             raise ModelManifestError(f"{wpath}: architecture differs from the manifest's config")
         cfg = PatchShuffleConfig.from_dict(meta["config"])
         if cfg.preprocess.to_dict() != PreprocessConfig.from_dict(meta["preprocessing"]).to_dict():
