@@ -1,7 +1,7 @@
 """Simple baseline: logistic regression on the azimuthal log-spectrum of a high-pass noise residual.
 
 Per image: centre crop (the patch model's own fit/crop), greyscale, residual = image minus its
-3x3 box blur, 2-D FFT power in dB, azimuthal mean over ``bins`` rings up to the Nyquist radius.
+3x3 box blur, 2-D FFT power in dB, azimuthal mean over ``bins`` rings out to the spectrum's corner.
 Standardised features, L2 logistic regression (scikit-learn, the ``eval`` extra). It exists to
 show whether the CNN earns its cost, on the same splits.
 """
@@ -22,8 +22,8 @@ from .preprocess import PreprocessConfig, crop, fit_min_side
 def _ring_index(size: int, bins: int) -> np.ndarray:
     fy = np.fft.fftfreq(size)[:, None]
     fx = np.fft.fftfreq(size)[None, :]
-    r = np.sqrt(fx**2 + fy**2) / 0.5  # 1.0 at the Nyquist radius along an axis
-    return np.minimum((r * bins).astype(np.int64), bins)  # corners beyond Nyquist go to bin `bins`
+    r = np.sqrt(fx**2 + fy**2) / np.sqrt(0.5)  # 1.0 at the corner (Nyquist on both axes)
+    return np.minimum((r * bins).astype(np.int64), bins - 1)
 
 
 def residual_spectrum(img: np.ndarray, pcfg: PreprocessConfig = PreprocessConfig(), bins: int = 64) -> np.ndarray:
@@ -35,8 +35,8 @@ def residual_spectrum(img: np.ndarray, pcfg: PreprocessConfig = PreprocessConfig
     res = g - blur
     power = np.abs(np.fft.fft2(res)) ** 2
     idx = _ring_index(g.shape[0], bins).ravel()
-    sums = np.bincount(idx, weights=power.ravel(), minlength=bins + 1)[:bins]
-    counts = np.bincount(idx, minlength=bins + 1)[:bins]
+    sums = np.bincount(idx, weights=power.ravel(), minlength=bins)
+    counts = np.bincount(idx, minlength=bins)
     return 10.0 * np.log10(sums / np.maximum(counts, 1) + 1e-8)
 
 
