@@ -94,6 +94,18 @@ class Scorer:
             log.warning("RANDOM WEIGHTS: %s scores are meaningless (timing and parity only); labels are withheld",
                         self.method)
 
+    @classmethod
+    def from_config(cls, config: ScorerConfig | None = None, **kwargs) -> "Scorer":
+        """Build a scorer from a config, or from :class:`ScorerConfig` fields given as keywords.
+
+        ``Scorer.from_config(method="semgir", models="tiny")``; keywords override ``config``'s fields.
+        """
+        if config is None:
+            config = ScorerConfig(**kwargs)
+        elif kwargs:
+            config = replace(config, **kwargs)
+        return cls(config)
+
     # -- loading -------------------------------------------------------------------------------
     def _backend(self) -> str:
         b = self.config.backend
@@ -166,6 +178,22 @@ class Scorer:
                 return [self._error(names[0], f"scoring failed: {type(exc).__name__}: {exc}", decoded[0].sha256)]
             log.warning("batch failed (%s); retrying its %d items one by one", exc, len(decoded))
             return [r for n, d in zip(names, decoded) for r in self._score_safely([n], [d])]
+
+    def decode(self, item: ImageInput) -> DecodedImage:
+        """Decode one input under this scorer's limits; raises :class:`InputError` if it is bad.
+
+        With :meth:`score_decoded`, lets a caller (the HTTP service) reject bad inputs before
+        batching them, without decoding twice.
+        """
+        return self._decode(item)
+
+    def score_decoded(self, decoded: Sequence[DecodedImage], names: Sequence[str]) -> list[Result]:
+        """Score images already decoded by :meth:`decode`; one :class:`Result` each, in order."""
+        if self._closed:
+            raise SemgirError("scorer is closed")
+        if not decoded:
+            return []
+        return self._score_safely(list(names), list(decoded))
 
     def iter_scores(self, items: Iterable[ImageInput], names: Iterable[str] | None = None,
                     batch_size: int | None = None) -> Iterator[Result]:
