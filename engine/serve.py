@@ -1,0 +1,432 @@
+"""The HTTP service: FastAPI app with dynamic batching over one :class:`~semgir_engine.scorer.Scorer`.
+
+Endpoints
+---------
+``POST /v1/score``
+    Score one or more images. Either ``multipart/form-data`` with one or more file parts (any
+    field name; the part's filename becomes the row's ``path``), or JSON
+    ``{"images": ["<base64>", {"name": "a.png", "data": "<base64>"}, ...]}``.
+    Answers ``{"results": [row, ...], ...}`` where each row is ``Result.to_dict()``, in order.
+``GET /healthz``  the process is alive (200 even while models load).
+``GET /readyz``   200 once the models are loaded, 503 before (or if loading failed).
+``GET /metrics``  Prometheus text: requests, images, batch sizes, latencies, errors.
+``GET /openapi.json`` (and ``/docs``)  the OpenAPI schema.
+
+Limits and errors: a body over ``max_body_bytes`` gets 413 (checked on Content-Length and while
+streaming); an image over ``max_pixels`` or one that cannot be decoded gets 400 with the reason
+for each bad image (nothing of that request is scored); a request not answered within
+``request_timeout_s`` gets 504; a wrong method 405; 503 while loading. Bad input never reaches
+the model worker, and the worker survives a failed batch (its callers get 500).
+
+Models load in the lifespan hook, in a background thread, so the port opens at once and
+``/readyz`` tells when scoring can start; nothing loads at import. Decoding runs in a thread
+pool and the models in one worker thread: the event loop is never blocked.
+
+Network: the CLI binds 127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Sequence
+
+from .batching import BatcherClosed, DynamicBatcher
+from .errors import InputError, MissingDependencyError
+from .images import DEFAULT_MAX_PIXELS, DecodedImage
+from .results import Result
+from .scorer import Scorer, ScorerConfig
+
+try:
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, PlainTextResponse
+    from pydantic import BaseModel
+    from starlette.concurrency import run_in_threadpool
+    from starlette.datastructures import UploadFile
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingDependencyError(exc.name or "fastapi", "serve", "the HTTP service") from exc
+try:
+    import prometheus_client as prom
+except ImportError as exc:  # pragma: no cover
+    raise MissingDependencyError("prometheus-client", "serve", "the HTTP service's /metrics") from exc
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/v1"
+ROUTES = ("/v1/score", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Service limits and batching knobs (the scorer has its own :class:`ScorerConfig`)."""
+
+    max_batch_size: int = 8
+    max_wait_ms: float = 10.0
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_images_per_request: int = 64
+    request_timeout_s: float = 60.0
+
+    def __post_init__(self):
+        if self.max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        if self.max_wait_ms < 0:
+            raise ValueError("max_wait_ms must be >= 0")
+        if self.max_body_bytes < 1 or self.max_pixels < 1 or self.max_images_per_request < 1:
+            raise ValueError("limits must be >= 1")
+        if self.request_timeout_s <= 0:
+            raise ValueError("request_timeout_s must be > 0")
+
+
+class ScoreResponse(BaseModel):
+    """``results`` holds one row per image, in request order; each row is ``Result.to_dict()``."""
+
+    results: list[Result]
+    method: str
+    model_version: str
+    random_weights: bool
+
+
+class ErrorResponse(BaseModel):
+    detail: str
+    errors: list[dict[str, Any]] | None = None
+
+
+class _HTTPError(Exception):
+    def __init__(self, status: int, detail: str, kind: str, errors: list[dict] | None = None):
+        super().__init__(detail)
+        self.status, self.detail, self.kind, self.errors = status, detail, kind, errors
+
+
+# -- metrics ---------------------------------------------------------------------------------------
+class Metrics:
+    """Prometheus metrics in a registry of the app's own (several apps can live in one process)."""
+
+    def __init__(self, max_batch_size: int):
+        self.registry = prom.CollectorRegistry()
+        r = self.registry
+        self.requests = prom.Counter("semgir_requests", "HTTP requests by route, method and status",
+                                     ["route", "method", "status"], registry=r)
+        self.latency = prom.Histogram("semgir_request_latency_seconds", "Request latency by route", ["route"],
+                                      buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60),
+                                      registry=r)
+        self.images = prom.Counter("semgir_images", "Images scored", registry=r)
+        buckets = sorted({1, 2, 4, 8, 16, 32, 64, 128, max_batch_size})
+        self.batch_size = prom.Histogram("semgir_batch_size", "Images per model batch", buckets=buckets, registry=r)
+        self.batch_latency = prom.Histogram("semgir_batch_latency_seconds", "Model time per batch",
+                                            buckets=(.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30), registry=r)
+        self.errors = prom.Counter("semgir_errors", "Failed requests by kind", ["kind"], registry=r)
+        self.queue_depth = prom.Gauge("semgir_queue_depth", "Images waiting for a batch", registry=r)
+        self.ready = prom.Gauge("semgir_ready", "1 when the models are loaded", registry=r)
+
+    def on_batch(self, size: int, seconds: float) -> None:
+        self.batch_size.observe(size)
+        self.batch_latency.observe(seconds)
+        self.images.inc(size)
+
+
+class _Guard:
+    """Pure ASGI middleware: body size limit (413) and request metrics for every route."""
+
+    def __init__(self, app, max_body_bytes: int, metrics: Metrics):
+        self.app, self.max_body_bytes, self.metrics = app, max_body_bytes, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope.get("path", "")
+        route = path if path in ROUTES else "other"
+        status = {"code": 500}
+        t0 = time.perf_counter()
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            length = _content_length(scope)
+            if length is not None and length > self.max_body_bytes:
+                self.metrics.errors.labels("too_large").inc()
+                await _send_json(send_wrapper, 413, {"detail": f"request body of {length} bytes exceeds the limit "
+                                                               f"of {self.max_body_bytes} bytes"})
+                return
+            received = 0
+
+            async def limited_receive():
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > self.max_body_bytes:
+                        raise _HTTPError(413, f"request body exceeds the limit of {self.max_body_bytes} bytes",
+                                         "too_large")
+                return message
+
+            await self.app(scope, limited_receive, send_wrapper)
+        finally:
+            self.metrics.requests.labels(route, scope.get("method", ""), str(status["code"])).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
+
+
+def _content_length(scope) -> int | None:
+    for k, v in scope.get("headers", ()):
+        if k == b"content-length":
+            try:
+                return int(v)
+            except ValueError:
+                return None
+    return None
+
+
+async def _send_json(send, status: int, body: dict) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": data})
+
+
+# -- request parsing -------------------------------------------------------------------------------
+async def _read_images(request: Request, settings: ServeSettings) -> tuple[list[str], list[bytes]]:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    names: list[str] = []
+    blobs: list[bytes] = []
+    if ctype == "multipart/form-data":
+        form = await request.form(max_files=settings.max_images_per_request, max_fields=100)
+        try:
+            for key, value in form.multi_items():
+                if isinstance(value, UploadFile):
+                    names.append(value.filename or f"{key}-{len(names)}")
+                    blobs.append(await value.read())
+        finally:
+            await form.close()
+    elif ctype == "application/json":
+        try:
+            payload = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise _HTTPError(400, f"body is not valid JSON: {exc}", "bad_request") from exc
+        images = payload.get("images") if isinstance(payload, dict) else None
+        if not isinstance(images, list):
+            raise _HTTPError(400, 'JSON body must be {"images": [base64 string or {"name", "data"}, ...]}',
+                             "bad_request")
+        if len(images) > settings.max_images_per_request:
+            raise _HTTPError(413, f"{len(images)} images exceed the limit of {settings.max_images_per_request} "
+                                  "per request", "too_large")
+        for i, item in enumerate(images):
+            name, data = f"image-{i}", item
+            if isinstance(item, dict):
+                name, data = str(item.get("name") or name), item.get("data")
+            if not isinstance(data, str):
+                raise _HTTPError(400, f"image {i}: expected a base64 string", "bad_request")
+            try:
+                blobs.append(base64.b64decode(data, validate=True))
+            except (binascii.Error, ValueError) as exc:
+                raise _HTTPError(400, f"image {i} ({name!r}): invalid base64: {exc}", "bad_image") from exc
+            names.append(name)
+    else:
+        raise _HTTPError(415, "send multipart/form-data (file parts) or application/json "
+                              '({"images": [base64, ...]})', "bad_request")
+    if not blobs:
+        raise _HTTPError(400, "no images in the request", "bad_request")
+    if len(blobs) > settings.max_images_per_request:
+        raise _HTTPError(413, f"{len(blobs)} images exceed the limit of {settings.max_images_per_request} "
+                              "per request", "too_large")
+    return names, blobs
+
+
+def _decode_all(scorer: Scorer, names: Sequence[str], blobs: Sequence[bytes]) -> list[DecodedImage]:
+    decoded, errors = [], []
+    for i, (name, data) in enumerate(zip(names, blobs)):
+        try:
+            decoded.append(scorer.decode(data))
+        except InputError as exc:
+            errors.append({"index": i, "name": name, "error": str(exc)})
+    if errors:
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise _HTTPError(400, f"image {first['index']} ({first['name']!r}): {first['error']}{more}", "bad_image",
+                         errors)
+    return decoded
+
+
+# -- the app ---------------------------------------------------------------------------------------
+class _State:
+    def __init__(self, config: ScorerConfig, settings: ServeSettings, factory: Callable[[ScorerConfig], Scorer]):
+        self.config, self.settings, self.factory = config, settings, factory
+        self.metrics = Metrics(settings.max_batch_size)
+        self.scorer: Scorer | None = None
+        self.batcher: DynamicBatcher | None = None
+        self.load_error: str | None = None
+        self.load_task: asyncio.Task | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.batcher is not None
+
+    async def load(self) -> None:
+        t0 = time.perf_counter()
+        try:
+            scorer = await asyncio.to_thread(self.factory, self.config)
+        except Exception as exc:  # noqa: BLE001 - reported by /readyz; the process stays up for probes
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            log.exception("loading the models failed")
+            return
+        self.scorer = scorer
+        batcher = DynamicBatcher(lambda payloads, names: scorer.score_decoded(payloads, names),
+                                 max_batch_size=self.settings.max_batch_size, max_wait_ms=self.settings.max_wait_ms,
+                                 on_batch=self.metrics.on_batch)
+        batcher.start()
+        self.batcher = batcher
+        self.metrics.ready.set(1)
+        log.info("models loaded in %.1fs: %s (%s)", time.perf_counter() - t0, scorer.method, scorer.version)
+
+    async def close(self) -> None:
+        self.metrics.ready.set(0)
+        if self.load_task is not None and not self.load_task.done():
+            self.load_task.cancel()
+        batcher, self.batcher = self.batcher, None
+        if batcher is not None:
+            await batcher.stop()
+        if self.scorer is not None:
+            self.scorer.close()
+            self.scorer = None
+
+
+def create_app(config: ScorerConfig = ScorerConfig(), *, max_batch_size: int = 8, max_wait_ms: float = 10.0,
+               max_body_bytes: int = 32 * 1024 * 1024, max_pixels: int | None = None,
+               request_timeout_s: float = 60.0, max_images_per_request: int = 64,
+               scorer_factory: Callable[[ScorerConfig], Scorer] = Scorer):
+    """Build the ASGI app. Nothing loads until the server runs the lifespan hook.
+
+    ``max_pixels`` (default: ``config.max_pixels``) bounds each decoded image; each image's
+    encoded size is bounded by the body limit. ``scorer_factory(config)`` builds the scorer
+    (tests use it to control loading).
+    """
+    settings = ServeSettings(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_body_bytes=max_body_bytes,
+                             max_pixels=max_pixels or config.max_pixels, request_timeout_s=request_timeout_s,
+                             max_images_per_request=max_images_per_request)
+    config = replace(config, max_pixels=settings.max_pixels, max_bytes=min(config.max_bytes, max_body_bytes),
+                     batch_size=max(config.batch_size, max_batch_size))
+    state = _State(config, settings, scorer_factory)
+
+    async def lifespan(app):
+        state.load_task = asyncio.create_task(state.load())
+        try:
+            yield
+        finally:
+            await state.close()
+
+    app = FastAPI(title="semgir-engine", description="Tell AI-generated images from real ones.",
+                  version=_version(), lifespan=lifespan)
+    app.state.semgir = state
+
+    @app.exception_handler(_HTTPError)
+    async def _on_http_error(request: Request, exc: _HTTPError):
+        state.metrics.errors.labels(exc.kind).inc()
+        body: dict[str, Any] = {"detail": exc.detail}
+        if exc.errors:
+            body["errors"] = exc.errors
+        return JSONResponse(body, status_code=exc.status)
+
+    @app.get("/healthz", summary="The process is alive")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="The models are loaded", responses={503: {"model": ErrorResponse}})
+    async def readyz():
+        if state.ready:
+            assert state.scorer is not None
+            return {"status": "ready", "method": state.scorer.method, "model_version": state.scorer.version}
+        if state.load_error:
+            return JSONResponse({"status": "failed", "detail": state.load_error}, status_code=503)
+        return JSONResponse({"status": "loading", "detail": "models are loading"}, status_code=503)
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+    async def metrics():
+        if state.batcher is not None:
+            state.metrics.queue_depth.set(state.batcher.queue_depth)
+        return PlainTextResponse(prom.generate_latest(state.metrics.registry), media_type=prom.CONTENT_TYPE_LATEST)
+
+    score_body = {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": {
+                "type": "object",
+                "properties": {"images": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
+            "application/json": {"schema": {
+                "type": "object", "required": ["images"],
+                "properties": {"images": {"type": "array", "items": {"oneOf": [
+                    {"type": "string", "format": "byte"},
+                    {"type": "object", "required": ["data"],
+                     "properties": {"name": {"type": "string"}, "data": {"type": "string", "format": "byte"}}}]}}}}},
+        },
+    }
+
+    @app.post(f"{API_PREFIX}/score", summary="Score images", response_model=ScoreResponse,
+              openapi_extra={"requestBody": score_body},
+              responses={400: {"model": ErrorResponse, "description": "bad image or request"},
+                         413: {"model": ErrorResponse, "description": "body, image count or pixels over the limit"},
+                         503: {"model": ErrorResponse, "description": "models not loaded yet"},
+                         504: {"model": ErrorResponse, "description": "not answered within the request timeout"}})
+    async def score(request: Request):
+        try:
+            return await asyncio.wait_for(_score(request), timeout=settings.request_timeout_s)
+        except asyncio.TimeoutError:
+            raise _HTTPError(504, f"not answered within the request timeout of {settings.request_timeout_s}s",
+                             "timeout") from None
+
+    async def _score(request: Request):
+        batcher, scorer = state.batcher, state.scorer
+        if batcher is None or scorer is None:
+            raise _HTTPError(503, state.load_error or "models are loading; see /readyz", "not_ready")
+        names, blobs = await _read_images(request, settings)
+        decoded = await run_in_threadpool(_decode_all, scorer, names, blobs)
+        try:
+            results: list[Result] = await batcher.submit(decoded, names)
+        except BatcherClosed as exc:
+            raise _HTTPError(503, str(exc), "not_ready") from exc
+        except Exception as exc:  # noqa: BLE001 - the worker failed this batch; it lives on
+            log.exception("scoring failed")
+            raise _HTTPError(500, f"scoring failed: {type(exc).__name__}: {exc}", "internal") from exc
+        failed = [r for r in results if r.error]
+        if failed:
+            state.metrics.errors.labels("scoring").inc(len(failed))
+        return JSONResponse({"results": [r.to_dict() for r in results], "method": scorer.method,
+                             "model_version": scorer.version, "random_weights": scorer.random_weights})
+
+    app.add_middleware(_Guard, max_body_bytes=settings.max_body_bytes, metrics=state.metrics)
+    return app
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run(config: ScorerConfig, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
+        **app_kwargs) -> None:
+    """Serve until interrupted (uvicorn, one process; the batcher needs a single model owner)."""
+    import uvicorn
+
+    if not is_loopback(host):
+        log.warning("binding %s: the service is reachable from other machines (no authentication)", host)
+    uvicorn.run(create_app(config, **app_kwargs), host=host, port=port, log_level=log_level, workers=1,
+                timeout_graceful_shutdown=10)
