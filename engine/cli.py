@@ -135,6 +135,9 @@ def train():
 
 def _mount_optional() -> None:
     """Attach the commands that live beside their library code."""
+    from .serve_cli import serve_cmd  # imports the web stack only when `serve` runs
+
+    main.add_command(serve_cmd, "serve")
     try:
         from .patch.cli import eval_cmd, train_patch
     except ImportError:  # pragma: no cover - the patch package ships with the engine
