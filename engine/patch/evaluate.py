@@ -265,3 +265,48 @@ def markdown_summary(result: dict) -> str:
 
 def _rate(v: float) -> str:
     return "n/a" if v is None or math.isnan(v) else f"{v:.3f}"
+
+
+def _c(r: dict, key: str, digits: int = 3) -> str:
+    v = r[key]
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    lo, hi = r.get(f"{key}_ci", (float("nan"), float("nan")))
+    return f"{v:.{digits}f} [{lo:.2f}, {hi:.2f}]"
+
+
+def report_tables(results: dict[str, dict]) -> dict[str, str]:
+    """Markdown tables across several evaluation results (``{run name: metrics.json content}``):
+    ``loso`` (each held-out source), ``in_pool`` (validation split of the pool), ``robustness``
+    (per source and perturbation) and ``k_shuffle`` (fixed order vs mean of K shuffles)."""
+    head = "| run | source | n real / ai | method | ROC-AUC | AP | accuracy | balanced acc. | FPR |\n|---|---|---|---|---|---|---|---|---|"
+    loso, pool, rob, ksh = [head], [head], [], []
+    rob.append("| run | source (rows) | condition | patch ROC-AUC | patch bal. acc. | patch FPR | baseline ROC-AUC | baseline bal. acc. |")
+    rob.append("|---|---|---|---|---|---|---|---|")
+    ksh.append("| run | source (rows) | fixed-order ROC-AUC | K-shuffle ROC-AUC | fixed-order bal. acc. | K-shuffle bal. acc. |")
+    ksh.append("|---|---|---|---|---|---|")
+    for run, res in results.items():
+        k = res["config"]["k_shuffles"]
+        for src, e in res["sources"].items():
+            unseen = e["split"].startswith("unseen")
+            c = e["conditions"].get("clean")
+            if c:
+                for name, label in (("patch", "patch-shuffle"), ("baseline", "spectrum baseline")):
+                    if name in c:
+                        r = c[name]
+                        (loso if unseen else pool).append(
+                            f"| {run} | {src} | {r['n_real']} / {r['n_ai']} | {label} | {_c(r, 'roc_auc')} | "
+                            f"{_c(r, 'average_precision')} | {_c(r, 'accuracy')} | {_c(r, 'balanced_accuracy')} | "
+                            f"{_rate(r['fpr'])} |")
+                rk = c.get(f"patch_k{k}")
+                if rk:
+                    ksh.append(f"| {run} | {src} ({'unseen' if unseen else 'val'}) | {_c(c['patch'], 'roc_auc')} | "
+                               f"{_c(rk, 'roc_auc')} | {_c(c['patch'], 'balanced_accuracy')} | "
+                               f"{_c(rk, 'balanced_accuracy')} |")
+            for cond, m in e["conditions"].items():
+                b = m.get("baseline", {})
+                rob.append(f"| {run} | {src} ({'unseen' if unseen else 'val'}) | {cond} | {_c(m['patch'], 'roc_auc')} | "
+                           f"{_c(m['patch'], 'balanced_accuracy')} | {_rate(m['patch']['fpr'])} | "
+                           f"{_c(b, 'roc_auc') if b else 'n/a'} | {_c(b, 'balanced_accuracy') if b else 'n/a'} |")
+    return {"loso": "\n".join(loso) + "\n", "in_pool": "\n".join(pool) + "\n",
+            "robustness": "\n".join(rob) + "\n", "k_shuffle": "\n".join(ksh) + "\n"}
