@@ -179,16 +179,11 @@ class Scorer:
             log.warning("batch failed (%s); retrying its %d items one by one", exc, len(decoded))
             return [r for n, d in zip(names, decoded) for r in self._score_safely([n], [d])]
 
-    def decode(self, item: ImageInput) -> DecodedImage:
-        """Decode one input under this scorer's limits; raises :class:`InputError` if it is bad.
-
-        With :meth:`score_decoded`, lets a caller (the HTTP service) reject bad inputs before
-        batching them, without decoding twice.
-        """
-        return self._decode(item)
-
     def score_decoded(self, decoded: Sequence[DecodedImage], names: Sequence[str]) -> list[Result]:
-        """Score images already decoded by :meth:`decode`; one :class:`Result` each, in order."""
+        """Score images already decoded by :func:`~semgir_engine.images.load_image`; one :class:`Result` each.
+
+        Lets a caller (the HTTP service) reject bad inputs before batching them, without decoding twice.
+        """
         if self._closed:
             raise SemgirError("scorer is closed")
         if not decoded:

@@ -38,7 +38,7 @@ from typing import Any, Callable, Sequence
 
 from .batching import BatcherClosed, DynamicBatcher
 from .errors import InputError, MissingDependencyError
-from .images import DEFAULT_MAX_PIXELS, DecodedImage
+from .images import DEFAULT_MAX_PIXELS, DecodedImage, load_image
 from .results import Result
 from .scorer import Scorer, ScorerConfig
 
@@ -240,11 +240,12 @@ async def _read_images(request: Request, settings: ServeSettings) -> tuple[list[
     return names, blobs
 
 
-def _decode_all(scorer: Scorer, names: Sequence[str], blobs: Sequence[bytes]) -> list[DecodedImage]:
+def _decode_all(settings: ServeSettings, names: Sequence[str], blobs: Sequence[bytes]) -> list[DecodedImage]:
+    """Decode every image under the service's limits, or raise 400 naming each bad one."""
     decoded, errors = [], []
     for i, (name, data) in enumerate(zip(names, blobs)):
         try:
-            decoded.append(scorer.decode(data))
+            decoded.append(load_image(data, max_pixels=settings.max_pixels, max_bytes=settings.max_body_bytes))
         except InputError as exc:
             errors.append({"index": i, "name": name, "error": str(exc)})
     if errors:
@@ -386,7 +387,7 @@ def create_app(config: ScorerConfig = ScorerConfig(), *, max_batch_size: int = 8
         if batcher is None or scorer is None:
             raise _HTTPError(503, state.load_error or "models are loading; see /readyz", "not_ready")
         names, blobs = await _read_images(request, settings)
-        decoded = await run_in_threadpool(_decode_all, scorer, names, blobs)
+        decoded = await run_in_threadpool(_decode_all, settings, names, blobs)
         try:
             results: list[Result] = await batcher.submit(decoded, names)
         except BatcherClosed as exc:
