@@ -1,0 +1,1 @@
+"""Exported-model runtimes (ONNX Runtime, TensorRT) and their artifact cache. Torch-free."""
