@@ -138,12 +138,12 @@ def _mount_optional() -> None:
     from .serve_cli import serve_cmd  # imports the web stack only when `serve` runs
 
     main.add_command(serve_cmd, "serve")
-    try:
-        from .patch.cli import eval_cmd, train_patch
-    except ImportError:  # pragma: no cover - the patch package ships with the engine
-        return
+    from .bench.cli import bench_cmd
+    from .patch.cli import eval_cmd, train_patch
+
     train.add_command(train_patch, "patch")
     main.add_command(eval_cmd, "eval")
+    main.add_command(bench_cmd, "bench")
 
 
 _mount_optional()

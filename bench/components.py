@@ -1,0 +1,138 @@
+"""Per-component latency and parity across backends and precisions.
+
+For each registered component: build the torch reference once, export it to ONNX (fp32 and, if
+asked, fp16), then on the same seeded inputs time torch eager and ONNX Runtime at each batch size
+and compare their outputs (max abs difference, cosine) against torch fp32.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from .. import registry
+from ..spec import Precision
+from .harness import measure
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnxruntime", "onnxruntime-fp16", "tensorrt-fp16")
+
+
+@dataclass
+class ComponentRow:
+    component: str
+    backend: str
+    precision: str
+    batch: int
+    timing: dict
+    max_abs_diff: float | None = None
+    cosine: float | None = None
+    note: str = ""
+    shapes: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    den = np.linalg.norm(a) * np.linalg.norm(b)
+    return float(a @ b / den) if den > 0 else float(np.array_equal(a, b))
+
+
+def _overrides(name: str, spec, batch: int, resolution: int | None, size: str) -> dict[str, int]:
+    from ..semgir import configs
+
+    o = {"batch": batch}
+    if resolution and name in ("unet", "vae_decoder", "vae_encoder"):
+        d = configs.dims(size)
+        lat = resolution // d.vae_scale
+        o.update(height=lat, width=lat, image_height=resolution, image_width=resolution)
+    if name == "blip_text_decoder":
+        o["tokens"] = 20
+    return {k: v for k, v in o.items() if k in spec.profile}
+
+
+def _inputs(name: str, spec, overrides: dict, vocab_cap: int) -> dict[str, np.ndarray]:
+    x = registry.sample_inputs(spec, "opt", seed=0, **overrides)
+    if "input_ids" in x:
+        x["input_ids"] = x["input_ids"] % vocab_cap + 6
+    return x
+
+
+def bench_components(names: Iterable[str], backends: Iterable[str], batch_sizes: Iterable[int], *,
+                     models: str = "random", resolution: int | None = 256, export_dir: str | Path,
+                     repeats: int = 5, max_seconds: float = 60.0,
+                     on_row: Callable[[ComponentRow], None] | None = None) -> list[ComponentRow]:
+    """Time every (component, backend, batch) and measure parity against torch fp32."""
+    import torch
+
+    from ..export.onnx_export import Bundles, export_component, onnx_file_name, read_manifest
+    from ..runtime.ort import OrtRunner
+    from ..semgir.components import run_torch
+    from ..semgir.sources import ModelSource
+
+    src = ModelSource.parse(models)
+    size = "tiny" if models == "tiny" else "full"
+    vocab_cap = 150 if size == "tiny" else 30000
+    backends = list(backends)
+    bundles = Bundles(src)
+    rows: list[ComponentRow] = []
+
+    def emit(row: ComponentRow) -> None:
+        rows.append(row)
+        if on_row:
+            on_row(row)
+
+    for name in names:
+        spec = registry.get(name, size)
+        module = bundles.module(name)
+        runners: dict[str, Callable[[dict], dict]] = {}
+        if "torch" in backends:
+            runners["torch"] = lambda x, m=module: run_torch(m, x, spec)
+        for b in backends:
+            if not b.startswith("onnxruntime"):
+                continue
+            prec = Precision.FP16 if b.endswith("fp16") else Precision.FP32
+            path = Path(export_dir) / onnx_file_name(name, prec)
+            if not (path.exists() and prec.value in read_manifest(export_dir).get("components", {}).get(name, {})):
+                log.info("exporting %s (%s) for the benchmark", name, prec.value)
+                export_component(name, src, export_dir, prec, force=True, bundles=bundles, check=False)
+            runner = OrtRunner(path, device="cpu")
+            runners[b] = lambda x, r=runner: r(**x)
+        if "tensorrt-fp16" in backends:
+            log.warning("tensorrt-fp16: needs a CUDA GPU with TensorRT; skipped on this machine")
+        for bs in batch_sizes:
+            x = _inputs(name, spec, _overrides(name, spec, bs, resolution, size), vocab_cap)
+            ref = None
+            with torch.inference_mode():
+                ref = run_torch(module, x, spec)
+            for b, run in runners.items():
+                out = run(x)
+                first = spec.output_names()[0]
+                diff = float(np.max(np.abs(out[first].astype(np.float64) - ref[first].astype(np.float64))))
+                cos = cosine(out[first], ref[first])
+                with torch.inference_mode():
+                    t = measure(lambda: run(x), items=bs, warmup=1, repeats=repeats, max_seconds=max_seconds)
+                emit(ComponentRow(name, b, "fp16" if b.endswith("fp16") else "fp32", bs, t.to_dict(),
+                                  diff, cos, shapes={k: list(v.shape) for k, v in x.items()}))
+                log.info("%s %s b%d: %.1f ms (%.2f items/s) maxdiff %.2e cos %.6f", name, b, bs,
+                         t.median_ms, t.items_per_s, diff, cos)
+        del runners
+    return rows
+
+
+def speedups(rows: list[ComponentRow], base: str = "torch") -> list[dict]:
+    """items/s of each backend over ``base``, for the same component and batch in the same run."""
+    ref = {(r.component, r.batch): r.timing["items_per_s"] for r in rows if r.backend == base}
+    out = []
+    for r in rows:
+        if r.backend != base and (r.component, r.batch) in ref:
+            out.append({"component": r.component, "batch": r.batch, "backend": r.backend,
+                        "speedup_vs_" + base: r.timing["items_per_s"] / ref[(r.component, r.batch)]})
+    return out
