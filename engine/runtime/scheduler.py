@@ -17,6 +17,12 @@ from typing import Mapping
 import numpy as np
 
 
+def initial_noise(seed: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Initial latents of one image: ``default_rng(seed)`` standard normal, float32. Every backend
+    (torch included) draws its starting noise here, so that backends agree and batching does not matter."""
+    return np.random.default_rng(int(seed)).standard_normal(shape, dtype=np.float32)
+
+
 class DpmSolverPP:
     """Epsilon-prediction DPM-Solver++ 2M (matches diffusers within float32 rounding)."""
 

@@ -241,7 +241,10 @@ class Regenerator:
         gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
         lat = self.resolution // self.vae_scale
         shape = (self.unet.config.in_channels, lat, lat)
-        latents = torch.stack([torch.randn(shape, generator=gen) for gen in gens])
+        # initial noise drawn torch-free (numpy), per image: the exported runtimes draw the same
+        from ..runtime.scheduler import initial_noise
+
+        latents = torch.from_numpy(np.stack([initial_noise(s, shape) for s in seeds]))
         sched = self.new_scheduler()
         sched.set_timesteps(self.cfg.steps)
         latents = latents * sched.init_noise_sigma
