@@ -84,9 +84,14 @@ def models_option(f):
               help="Split the inputs deterministically into N shards ...")
 @click.option("--shard-id", type=click.IntRange(0), default=0, show_default=True, help="... and score shard I.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--ray", "use_ray", is_flag=True,
+              help="Score on Ray Data, one scorer per actor; --out names a new directory of parquet files.")
+@click.option("--ray-address", default=None, help="Ray cluster to join (auto, ray://HOST:10001); default: local.")
+@click.option("--ray-actors", type=click.IntRange(1), default=None,
+              help="Scorer actors with --ray (default: one per GPU on CUDA, else one per CPU, at most 8).")
 def score(paths, out, fmt, method, models, backend, device, batch_size, steps, guidance_scale, scheduler,
           resolution, paper_reference, max_new_tokens, num_beams, seed, patch_model, resume, overwrite,
-          num_shards, shard_id, no_progress):
+          num_shards, shard_id, no_progress, use_ray, ray_address, ray_actors):
     """Score images (files or folders, walked recursively); one row per input."""
     from .results import infer_format
     from .scorer import ScorerConfig
@@ -102,6 +107,16 @@ def score(paths, out, fmt, method, models, backend, device, batch_size, steps, g
                        seed=seed, steps=steps, guidance_scale=guidance_scale, scheduler=scheduler,
                        resolution=resolution, max_new_tokens=max_new_tokens, num_beams=num_beams,
                        patch_model=patch_model)
+    if use_ray:  # -- distributed scoring on Ray Data: semgir_engine.distributed --
+        from .distributed import score_with_ray
+
+        if not out or resume or fmt not in (None, "parquet"):
+            raise click.UsageError("--ray writes parquet files into a new directory: give --out DIR "
+                                   "(no --resume; --format parquet or none)")
+        ray_summary = score_with_ray(paths, out, cfg, address=ray_address, num_actors=ray_actors,
+                                     num_shards=num_shards, shard_id=shard_id, overwrite=overwrite)
+        click.echo(ray_summary.describe(), err=True)
+        sys.exit(EXIT_PARTIAL if ray_summary.failed or ray_summary.missing else EXIT_OK)
     summary = score_paths(paths, cfg, out=out, fmt=infer_format(out, fmt), resume=resume, overwrite=overwrite,
                           num_shards=num_shards, shard_id=shard_id, progress=not no_progress)
     if summary.random_weights:
