@@ -66,6 +66,8 @@ def models_option(f):
 @click.option("--backend", type=click.Choice(["auto", "torch", "onnxruntime", "tensorrt"]), default="auto",
               show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="torch device (cpu, cuda, cuda:1).")
+@click.option("--export-dir", type=click.Path(exists=True, file_okay=False, path_type=str), default=None,
+              help="SemGIR ONNX export (`semgir-engine export`) for --backend onnxruntime|tensorrt|auto.")
 @click.option("--batch-size", "-b", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--steps", type=click.IntRange(1), default=4, show_default=True, help="Regeneration steps.")
 @click.option("--guidance-scale", type=float, default=1.0, show_default=True, help="1.0 = no classifier-free guidance.")
@@ -89,7 +91,7 @@ def models_option(f):
 @click.option("--ray-address", default=None, help="Ray cluster to join (auto, ray://HOST:10001); default: local.")
 @click.option("--ray-actors", type=click.IntRange(1), default=None,
               help="Scorer actors with --ray (default: one per GPU on CUDA, else one per CPU, at most 8).")
-def score(paths, out, fmt, method, models, backend, device, batch_size, steps, guidance_scale, scheduler,
+def score(paths, out, fmt, method, models, backend, device, export_dir, batch_size, steps, guidance_scale, scheduler,
           resolution, paper_reference, max_new_tokens, num_beams, seed, patch_model, resume, overwrite,
           num_shards, shard_id, no_progress, use_ray, ray_address, ray_actors):
     """Score images (files or folders, walked recursively); one row per input."""
@@ -106,7 +108,7 @@ def score(paths, out, fmt, method, models, backend, device, batch_size, steps, g
     cfg = ScorerConfig(method=method, models=models, backend=backend, device=device, batch_size=batch_size,
                        seed=seed, steps=steps, guidance_scale=guidance_scale, scheduler=scheduler,
                        resolution=resolution, max_new_tokens=max_new_tokens, num_beams=num_beams,
-                       patch_model=patch_model)
+                       patch_model=patch_model, export_dir=export_dir)
     if use_ray:  # -- distributed scoring on Ray Data: semgir_engine.distributed --
         from .distributed import score_with_ray
 
@@ -159,6 +161,9 @@ def _mount_optional() -> None:
     train.add_command(train_patch, "patch")
     main.add_command(eval_cmd, "eval")
     main.add_command(bench_cmd, "bench")
+    from .export.cli import export_cmd
+
+    main.add_command(export_cmd, "export")
 
 
 _mount_optional()

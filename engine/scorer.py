@@ -43,6 +43,7 @@ class ScorerConfig:
     max_new_tokens: int = 20
     num_beams: int = 1
     patch_model: str | None = None  # a patch-detector checkpoint; None = the shipped default
+    export_dir: str | None = None  # SemGIR ONNX export (`semgir-engine export`): enables onnxruntime / tensorrt
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = DEFAULT_MAX_BYTES
 
@@ -69,6 +70,8 @@ def semgir_weights_available(models: str | None) -> bool:
 def resolve_method(cfg: ScorerConfig) -> str:
     if cfg.method != "auto":
         return cfg.method
+    if cfg.export_dir:
+        return "semgir"  # an export directory holds SemGIR graphs
     if cfg.models is not None and cfg.models not in ("auto", "real"):
         return "semgir"  # models were named explicitly: the user wants SemGIR
     return "semgir" if semgir_weights_available(cfg.models) else "patch"
@@ -110,18 +113,40 @@ class Scorer:
     def _backend(self) -> str:
         b = self.config.backend
         if b == "auto":
-            return "torch"  # the exported backends take over once an export directory is given
+            # the exported backends take over once an export directory is given: tensorrt > onnxruntime > torch
+            if not self.config.export_dir:
+                return "torch"
+            from .deps import available
+            from .runtime import trt
+
+            if trt.trt_available():
+                return "tensorrt"
+            if available("onnxruntime"):
+                return "onnxruntime"
+            return "torch"
         return b
 
     def _load_semgir(self):
+        c = self.config
+        backend = self._backend()
+        if backend in ("onnxruntime", "tensorrt"):
+            if not c.export_dir:
+                raise SemgirError(f"backend {backend!r} needs an export directory (--export-dir), made with "
+                                  "`semgir-engine export`")
+            kw = dict(steps=c.steps, guidance_scale=c.guidance_scale, scheduler=c.scheduler, resolution=c.resolution,
+                      max_new_tokens=c.max_new_tokens, num_beams=c.num_beams)
+            log.info("loading SemGIR (%s) from %s", backend, c.export_dir)
+            if backend == "tensorrt":
+                from .runtime.trt import TrtSemgir
+
+                return TrtSemgir(c.export_dir, **kw)
+            from .runtime.ort_semgir import OrtSemgir
+
+            return OrtSemgir(c.export_dir, device="cpu" if c.device == "cpu" else "auto", **kw)
         from .semgir.models import RegenConfig
         from .semgir.sources import ModelSource
-
-        if self._backend() != "torch":
-            raise SemgirError(f"backend {self._backend()!r} is not available for SemGIR in this build; use torch")
         from .semgir.torch_backend import TorchSemgir
 
-        c = self.config
         regen = RegenConfig(steps=c.steps, guidance_scale=c.guidance_scale, scheduler=c.scheduler,
                             resolution=c.resolution)
         src = ModelSource.parse(c.models, seed=0)

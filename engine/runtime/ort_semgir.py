@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -78,7 +78,7 @@ class OrtSemgir:
     def __init__(self, export_dir: str | Path, steps: int = 4, guidance_scale: float = 1.0, scheduler: str = "auto",
                  resolution: int | None = None, max_new_tokens: int = 20, num_beams: int = 1,
                  precision: str = "fp32", providers: Sequence[str] | None = None, device: str = "auto",
-                 verify: bool = True):
+                 verify: bool = True, runner_factory: Callable[[str, Path], Callable] | None = None):
         self.dir = Path(export_dir)
         m = load_manifest(self.dir)
         pipe = m.get("pipeline", {})
@@ -112,7 +112,10 @@ class OrtSemgir:
                                                pad_id=int(reg.get("tokenizer_pad_id", 0)))
 
         def runner(name):
-            return OrtRunner(component_file(self.dir, m, name, precision, verify), providers, device)
+            path = component_file(self.dir, m, name, precision, verify)
+            if runner_factory is not None:  # e.g. TensorRT engines built from these graphs
+                return runner_factory(name, path)
+            return OrtRunner(path, providers, device)
 
         self.blip_vision, self.blip_decoder = runner("blip_vision"), runner("blip_text_decoder")
         self.text_encoder, self.unet, self.vae_decoder = runner("sd_text_encoder"), runner("unet"), runner("vae_decoder")
@@ -120,7 +123,7 @@ class OrtSemgir:
         self.random_weights = pipe.get("source", {}).get("kind", "real") != "real"
         self.threshold = float(pipe["head"]["threshold"])
         self.version = (f"{pipe['head']['version']}+{sched}{steps}-g{self.guidance_scale:g}-{self.resolution}px")
-        self.providers = self.unet.session.get_providers()
+        self.providers = self.unet.session.get_providers() if hasattr(self.unet, "session") else ["tensorrt"]
 
     # -- caption -------------------------------------------------------------------------------
     def caption(self, images: list[np.ndarray]) -> list[str]:

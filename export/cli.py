@@ -1,0 +1,66 @@
+"""`semgir-engine export`: a thin click layer over :func:`.onnx_export.export_components`.
+
+Imports nothing heavy at module level (the CLI must stay light); torch and onnx load when the
+command runs.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+
+@click.command("export")
+@click.option("--components", default="all", show_default=True, metavar="NAMES|all",
+              help="Comma-separated component names (see `semgir-engine info`), or 'all'.")
+@click.option("--models", default="tiny", show_default=True, metavar="tiny|random|DIR",
+              help="Weights: 'tiny' (tests), 'random' (full-size random weights) or a directory of real weights.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=str),
+              help="Export directory (graphs, tokenizer files, manifest.json).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+              help="fp16 keeps normalisations, softmax, Resize and the VAE decoder's last layers in fp32.")
+@click.option("--opset", type=click.IntRange(18), default=18, show_default=True)
+@click.option("--force", is_flag=True, help="Replace components already in --out.")
+@click.option("--no-validate", is_flag=True, help="Skip the parity checks against PyTorch (not recommended).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def export_cmd(components, models, out_dir, precision, opset, force, no_validate, no_progress):
+    """Export SemGIR components to ONNX and validate each against PyTorch."""
+    from ..deps import require
+    from ..semgir.sources import ModelSource
+    from ..spec import Precision
+
+    require("torch", "exporting models")
+    require("onnx", "exporting models")
+    require("onnxruntime", "validating exported models")
+    for noisy in ("onnxscript", "onnx_ir", "torch.onnx", "torch._export", "torch.export"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from .onnx_export import export_components, resolve_names
+
+    names = resolve_names(components)
+    src = ModelSource.parse(models)
+    bar = None
+    if not no_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(names), unit="component", desc="export")
+
+    def started(name):
+        if bar is not None:
+            bar.set_postfix_str(name)
+
+    def done(rec):
+        if bar is not None:
+            bar.update(1)
+        v = rec.validation or {}
+        click.echo(f"{rec.component:18s} {rec.precision}  {rec.size_bytes / 1e6:9.1f} MB  {rec.export_seconds:7.1f} s"
+                   f"  max|diff| {v.get('max_abs_diff', float('nan')):.2e}  cosine {v.get('min_cosine', float('nan')):.6f}",
+                   err=True)
+
+    try:
+        export_components(names, src, out_dir, Precision(precision), opset=opset, force=force,
+                          check=not no_validate, on_start=started, on_done=done)
+    finally:
+        if bar is not None:
+            bar.close()
+    click.echo(f"wrote {len(names)} component(s) to {out_dir}", err=True)
