@@ -91,9 +91,15 @@ def models_option(f):
 @click.option("--ray-address", default=None, help="Ray cluster to join (auto, ray://HOST:10001); default: local.")
 @click.option("--ray-actors", type=click.IntRange(1), default=None,
               help="Scorer actors with --ray (default: one per GPU on CUDA, else one per CPU, at most 8).")
+@click.option("--feature-cache", default="auto", show_default=True, metavar="DIR|auto|off",
+              help="SemGIR feature cache (captions, regenerations, embeddings): a folder, 'off', or 'auto' "
+                   "($SEMGIR_CACHE, else ~/.cache/semgir-engine/features with real weights; off for tiny/random).")
+@click.option("--attribute", type=click.Path(exists=True), default=None, metavar="GENERATORS.json",
+              help="SemGIR-A: add per-generator probabilities and the most likely generator (the generators.json "
+                   "written by `train attribution`).")
 def score(paths, out, fmt, method, models, backend, device, export_dir, batch_size, steps, guidance_scale, scheduler,
           resolution, paper_reference, max_new_tokens, num_beams, seed, patch_model, resume, overwrite,
-          num_shards, shard_id, no_progress, use_ray, ray_address, ray_actors):
+          num_shards, shard_id, no_progress, use_ray, ray_address, ray_actors, feature_cache, attribute):
     """Score images (files or folders, walked recursively); one row per input."""
     from .results import infer_format
     from .scorer import ScorerConfig
@@ -105,10 +111,12 @@ def score(paths, out, fmt, method, models, backend, device, export_dir, batch_si
         raise click.UsageError("--resume and --overwrite exclude each other")
     if paper_reference:
         steps, guidance_scale, scheduler = 50, 7.5, "pndm"
+    if attribute and method == "auto":
+        method = "semgir"
     cfg = ScorerConfig(method=method, models=models, backend=backend, device=device, batch_size=batch_size,
                        seed=seed, steps=steps, guidance_scale=guidance_scale, scheduler=scheduler,
                        resolution=resolution, max_new_tokens=max_new_tokens, num_beams=num_beams,
-                       patch_model=patch_model, export_dir=export_dir)
+                       patch_model=patch_model, feature_cache=feature_cache, attribute=attribute, export_dir=export_dir)
     if use_ray:  # -- distributed scoring on Ray Data: semgir_engine.distributed --
         from .distributed import score_with_ray
 
@@ -160,6 +168,12 @@ def _mount_optional() -> None:
 
     train.add_command(train_patch, "patch")
     main.add_command(eval_cmd, "eval")
+    from .semgir.cli import cache_group, eval_semgir, train_attribution_cmd, train_semgir_cmd
+
+    train.add_command(train_semgir_cmd, "semgir")
+    train.add_command(train_attribution_cmd, "attribution")
+    main.add_command(eval_semgir, "eval-semgir")
+    main.add_command(cache_group, "cache")
     main.add_command(bench_cmd, "bench")
     from .export.cli import export_cmd
 

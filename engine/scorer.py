@@ -46,6 +46,8 @@ class ScorerConfig:
     export_dir: str | None = None  # SemGIR ONNX export (`semgir-engine export`): enables onnxruntime / tensorrt
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = DEFAULT_MAX_BYTES
+    feature_cache: str | None = None  # SemGIR feature cache: a folder, "auto" (see featcache) or None (off)
+    attribute: str | None = None  # SemGIR-A: trained heads (generators.json of `train attribution`)
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -79,6 +81,8 @@ def resolve_method(cfg: ScorerConfig) -> str:
 
 class Scorer:
     """Loads the chosen method's models once and scores images in batches."""
+
+    _features = None  # semgir.features.CachedSemgir when a feature cache or attribution is on
 
     def __init__(self, config: ScorerConfig = ScorerConfig()):
         self.method = resolve_method(config)
@@ -151,11 +155,32 @@ class Scorer:
                             resolution=c.resolution)
         src = ModelSource.parse(c.models, seed=0)
         log.info("loading SemGIR (%s)", src.describe())
-        return TorchSemgir(src, regen, max_new_tokens=c.max_new_tokens, num_beams=c.num_beams, device=c.device)
+        impl = TorchSemgir(src, regen, max_new_tokens=c.max_new_tokens, num_beams=c.num_beams, device=c.device)
+        self._features = self._load_features(impl)
+        return impl
+
+    def _load_features(self, impl):
+        """The cached SemGIR path (feature cache and/or SemGIR-A attribution), or None."""
+        from .featcache import FeatureCache, resolve_cache_option
+        from .semgir.extract import feature_version_of
+        from .semgir.features import CachedSemgir
+
+        c = self.config
+        root = resolve_cache_option(c.feature_cache, impl.random_weights) if c.feature_cache else None
+        attributor = None
+        if c.attribute:
+            from .semgir.attribution import TorchAttributor
+
+            attributor = TorchAttributor(c.attribute, c.device)
+        if root is None and attributor is None:
+            return None
+        return CachedSemgir(impl, feature_version_of(impl, c.seed), FeatureCache(root) if root else None, attributor)
 
     def _load_patch(self):
         from .patch.detector import PatchDetector
 
+        if self.config.attribute:
+            raise SemgirError("attribution (--attribute) needs the SemGIR method (--method semgir)")
         return PatchDetector.load(self.config.patch_model)
 
     # -- scoring -------------------------------------------------------------------------------
@@ -175,8 +200,12 @@ class Scorer:
         arrays = [d.pixels for d in decoded]
         shas = [d.sha256 for d in decoded]
         with self._lock:
+            attributions = None
             if self.method == "semgir":
-                out = run_semgir(self._impl, arrays, shas, self.config.seed, self.timer)
+                if self._features is not None:
+                    out, attributions = self._features.run(arrays, shas, self.timer)
+                else:
+                    out = run_semgir(self._impl, arrays, shas, self.config.seed, self.timer)
                 p_ai, captions, timings = out.p_ai, out.captions, out.timings_ms
             else:
                 before = self.timer.totals.get("patch", 0.0)
@@ -184,11 +213,14 @@ class Scorer:
                 captions = [None] * len(arrays)
                 timings = {"patch": 1000.0 * (self.timer.totals["patch"] - before) / len(arrays)}
         results = []
-        for name, d, p, cap in zip(names, decoded, p_ai, captions):
+        for k, (name, d, p, cap) in enumerate(zip(names, decoded, p_ai, captions)):
             p = float(p)
+            attr = attributions[k] if attributions is not None else None
+            gen = max(attr, key=attr.get) if attr and not self.random_weights else None  # withheld like label
             results.append(Result(path=name, sha256=d.sha256, p_ai=p, label=self._label(p), method=self.method,
                                   model_version=self.version, random_weights=self.random_weights, caption=cap,
-                                  note=d.note, width=d.size[0], height=d.size[1], timings_ms=dict(timings)))
+                                  note=d.note, width=d.size[0], height=d.size[1], timings_ms=dict(timings),
+                                  attribution=attr, generator=gen))
         return results
 
     def _score_safely(self, names: list[str], decoded: list[DecodedImage]) -> list[Result]:
@@ -257,6 +289,9 @@ class Scorer:
     def close(self) -> None:
         self._closed = True
         self._impl = None
+        if self._features is not None and self._features.cache is not None:
+            self._features.cache.close()
+        self._features = None
 
     def __enter__(self) -> "Scorer":
         return self

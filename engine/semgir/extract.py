@@ -34,23 +34,27 @@ def feature_version_of(stages, seed: int) -> FeatureVersion:
     """Version key of a loaded :class:`~.torch_backend.TorchSemgir` (or :class:`TorchFeatureStages`)."""
     src = stages.src
     cap = stages.captioner
+    regen = stages.regenerator
     return FeatureVersion.make(captioner=describe_captioner(src, cap.max_new_tokens, cap.num_beams),
-                               regenerator=regenerator_description(src, stages.regenerator),
+                               regenerator=regenerator_description(src, regen) if regen is not None else {},
                                embedder=describe_embedder(src), seed=seed, device=str(stages.device))
 
 
 class TorchFeatureStages:
     """Captioner, regenerator and embedder of one model source (no head)."""
 
-    def __init__(self, src: ModelSource, regen: RegenConfig = RegenConfig(), max_new_tokens: int = 20,
+    def __init__(self, src: ModelSource, regen: RegenConfig | None = RegenConfig(), max_new_tokens: int = 20,
                  num_beams: int = 1, device: str = "cpu"):
+        """``regen=None``: no regenerator of its own (attribution brings one per generator)."""
         self.src, self.device = src, torch.device(device)
         self.random_weights = src.random_weights
         self.captioner = Captioner.build(src, max_new_tokens=max_new_tokens, num_beams=num_beams)
-        self.regenerator = Regenerator.build(src, regen)
+        self.regenerator = Regenerator.build(src, regen) if regen is not None else None
         self.embedder = Embedder.build(src)
-        for m in (self.captioner.model, self.regenerator.text_encoder, self.regenerator.unet,
-                  self.regenerator.vae, self.embedder.model):
+        mods = [self.captioner.model, self.embedder.model]
+        if self.regenerator is not None:
+            mods += [self.regenerator.text_encoder, self.regenerator.unet, self.regenerator.vae]
+        for m in mods:
             m.to(self.device)
 
     @property
@@ -64,6 +68,8 @@ class TorchFeatureStages:
         return self.captioner(self._tensor(preprocess_batch(images, self.captioner.preprocess)))
 
     def regenerate(self, captions: list[str], seeds: list[int]) -> list[np.ndarray]:
+        if self.regenerator is None:
+            raise SemgirError("these feature stages were built without a regenerator")
         return to_uint8(self.regenerator(captions, seeds))
 
     @torch.no_grad()

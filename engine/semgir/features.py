@@ -271,7 +271,8 @@ class CachedSemgir:
             probs = timer.run("attribute", self.attributor.predict, ei, et, er)
             attributions = [{m: float(p) for m, p in zip(self.attributor.names, row)} for row in probs]
         n = len(images)
-        per_image = {k: 1000.0 * (v - before.get(k, 0.0)) / n for k, v in timer.totals.items()}
+        per_image = {k: 1000.0 * (v - before.get(k, 0.0)) / n for k, v in timer.totals.items()
+                     if v != before.get(k)}  # only the stages this batch ran (cache hits skip the models)
         out = SemgirOutput(np.asarray(p_ai, np.float64), [f.caption for f in feats[0]],
                            [f.regenerated for f in feats[0]], per_image)
         return out, attributions

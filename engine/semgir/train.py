@@ -256,7 +256,7 @@ def train_semgir(manifest: str | os.PathLike, out: str | os.PathLike, *, models:
         "version": f"semgir-head-{digest[:12]}",
         "dim": dim, "hidden": hidden, "threshold": threshold,
         "feature_key": version.key, "base_key": version.base_key(), "components": version.description,
-        "models": src.describe(),
+        "models": src.describe(), "models_arg": models,
         "data": {"manifest": str(data.path), "sha256": data.sha256, "rows": len(data.rows), "used": len(ext.rows),
                  "skipped": len(ext.skipped), "train": len(ti), "val": len(vi),
                  "train_counts": {"real": int((y[ti] == 0).sum()), "ai": int((y[ti] == 1).sum())},
