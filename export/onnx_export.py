@@ -407,7 +407,11 @@ def write_pipeline_assets(names: Iterable[str], bundles: Bundles, out_dir: str |
         pipe["clip_tokenizer"] = {"bpe_file": f"tokenizers/{gz.name}", "context_length": 77}
     if names & {"sd_text_encoder", "unet", "vae_decoder"}:
         r = bundles.regenerator()
-        pad_id = int(r.tokenizer.pad_id)
+        pad_id = getattr(r.tokenizer, "pad_id", None)  # SD pads with <|endoftext|>, open_clip with 0
+        if pad_id is None:
+            hf = getattr(r.tokenizer, "hf", None)
+            pad_id = 0 if hf is None else int(hf.pad_token_id)
+        pad_id = int(pad_id)
         pipe["regenerator"] = {
             "scheduler_config": {k: v for k, v in r.scheduler_config.items() if not str(k).startswith("_")},
             "scheduler": r.scheduler_name,
