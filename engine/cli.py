@@ -163,6 +163,9 @@ def _mount_optional() -> None:
     from .serve_cli import serve_cmd  # imports the web stack only when `serve` runs
 
     main.add_command(serve_cmd, "serve")
+    from .export.triton import triton_repo_cmd  # onnx loads only when it runs
+
+    main.add_command(triton_repo_cmd, "triton-repo")
     from .bench.cli import bench_cmd
     from .patch.cli import eval_cmd, train_patch
 
