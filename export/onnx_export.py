@@ -269,13 +269,42 @@ def _fix_ssa(model) -> int:
     return renamed
 
 
+def _toposort(model) -> None:
+    """Reorder nodes topologically (the fp16 converter appends its input Casts at the end)."""
+    from collections import defaultdict, deque
+
+    nodes = list(model.graph.node)
+    producer = {o: i for i, n in enumerate(nodes) for o in n.output if o}
+    deps = [set(producer[x] for x in n.input if x in producer) for n in nodes]
+    users = defaultdict(list)
+    for i, d in enumerate(deps):
+        for j in d:
+            users[j].append(i)
+    remaining = [len(d) for d in deps]
+    ready = deque(i for i, r in enumerate(remaining) if r == 0)
+    order = []
+    while ready:
+        i = ready.popleft()
+        order.append(i)
+        for u in users[i]:
+            remaining[u] -= 1
+            if remaining[u] == 0:
+                ready.append(u)
+    if len(order) != len(nodes):
+        raise ExportError("graph has a cycle after fp16 conversion")
+    del model.graph.node[:]
+    model.graph.node.extend(nodes[i] for i in order)
+
+
 def _to_fp16(model, name: str):
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     block_ops = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(FP16_OP_BLOCK_LIST))
     tail = FP16_TAIL_FP32.get(name, 0)
     block_nodes = [n.name for n in model.graph.node[-tail:]] if tail else []
-    return convert_float_to_float16(model, keep_io_types=True, op_block_list=block_ops, node_block_list=block_nodes)
+    model = convert_float_to_float16(model, keep_io_types=True, op_block_list=block_ops, node_block_list=block_nodes)
+    _toposort(model)
+    return model
 
 
 def _save(model, path: Path) -> list[Path]:
