@@ -11,7 +11,7 @@ pytest.importorskip("torch")
 
 from semgir_train_fixtures import generated, real_images, write_set  # noqa: E402
 
-N_GEN, N_REAL, N_HELD = 16, 12, 6
+N_GEN, N_REAL, N_HELD = 16, 12, 8
 
 
 @pytest.fixture(scope="module")

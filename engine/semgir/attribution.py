@@ -392,7 +392,7 @@ class AttributionResult:
 
 
 def train_attribution(manifest: str | os.PathLike, generators: str | os.PathLike, out: str | os.PathLike, *,
-                      models: str | None = "tiny", fit_cfg: FitConfig = FitConfig(), noise_seed: int = 0,
+                      models: str | None = None, fit_cfg: FitConfig = FitConfig(), noise_seed: int = 0,
                       max_new_tokens: int = 20, num_beams: int = 1, feature_cache: str | None = "auto",
                       batch_size: int = 8, device: str = "cpu", progress: bool = True, force: bool = False,
                       n_boot: int = 200) -> AttributionResult:

@@ -32,8 +32,9 @@ def _fit_options(f):
 
 def _feature_options(f):
     for opt in reversed([
-        click.option("--models", default="tiny", show_default=True, metavar="tiny|random|DIR",
-                     help="Captioner/regenerator/embedder weights (a folder of real weights, or tiny for tests)."),
+        click.option("--models", default=None, metavar="tiny|random|DIR",
+                     help="Captioner/regenerator/embedder weights: a folder of real weights (blip/ sd/ clip/), "
+                          "'tiny' for tests. Default: real weights from $SEMGIR_MODELS or the HF cache."),
         click.option("--feature-cache", default="auto", show_default=True, metavar="DIR|auto|off",
                      help=FEATURE_CACHE_HELP),
         click.option("--noise-seed", type=int, default=0, show_default=True,

@@ -200,7 +200,7 @@ def head_probabilities(head: SemgirHead, x: np.ndarray) -> np.ndarray:
     return head(torch.from_numpy(np.asarray(x, np.float32))).softmax(-1)[:, 1].double().numpy()
 
 
-def train_semgir(manifest: str | os.PathLike, out: str | os.PathLike, *, models: str = "tiny",
+def train_semgir(manifest: str | os.PathLike, out: str | os.PathLike, *, models: str | None = None,
                  fit_cfg: FitConfig = FitConfig(), regen: RegenConfig = RegenConfig(), noise_seed: int = 0,
                  max_new_tokens: int = 20, num_beams: int = 1, feature_cache: str | None = "auto",
                  batch_size: int = 8, device: str = "cpu", progress: bool = True, force: bool = False,
