@@ -69,8 +69,13 @@ def test_score_attribute_adds_generator_probabilities(trained):
     truth = ["A" if "_A_" in p else "B" for p in paths]
     cfg = ScorerConfig(method="semgir", models="tiny", attribute=str(trained["res"].spec_path),
                        feature_cache=str(trained["dir"] / "cache"), batch_size=6)
+    train_imgs = [str(trained["dir"] / "data" / n) for n in ("ai_A_000.png", f"ai_B_{N_GEN:03d}.png")]
     with Scorer(cfg) as s:
         rows = s.score(paths)
+        c = s._features.cache
+        hits, misses = c.hits, c.misses
+        s.score(train_imgs)  # features that training cached: one hit per generator, a miss for detection only
+        assert (c.hits - hits, c.misses - misses) == (4, 2)
     assert all(r.ok and set(r.attribution) == {"A", "B"} for r in rows)
     assert all(0.0 <= v <= 1.0 for r in rows for v in r.attribution.values())
     assert all(r.generator is None for r in rows)  # random weights: the verdict is withheld, like the label
