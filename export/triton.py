@@ -279,8 +279,10 @@ def write_triton_repo(export_dir: str | os.PathLike, repo_dir: str | os.PathLike
         written.append(model)
     if with_pipeline:
         # the pipeline's batch goes to every component in one request (twice over to the UNet with guidance)
+        # (the embedder sees candidates and regenerations together; BLS chunks anything larger)
         limits = {m.name: m.max_batch_size for m, _ in planned if m.max_batch_size}
-        pipe_mbs = min([max_batch_size or 8] + [v // (2 if k == "unet" and guidance_scale > 1 else 1)
+        doubled = {"clip_image"} | ({"unet"} if guidance_scale > 1 else set())
+        pipe_mbs = min([max_batch_size or 8] + [v // (2 if k in doubled else 1)
                                                  for k, v in limits.items() if k in PIPELINE_COMPONENTS])
         written.append(_write_pipeline(export_dir, manifest, repo, precision, planned, max(1, pipe_mbs),
                                        instance_kind, max_queue_delay_us,
@@ -300,7 +302,8 @@ def _write_pipeline(export_dir: Path, manifest: dict, repo: Path, precision: str
     assets.mkdir(parents=True)
     shutil.copyfile(Path(__file__).with_name("triton_bls.py"), mdir / "1" / "model.py")
     # the manifest the pipeline reads: the same settings; each graph entry points at the served model
-    m = {"format": manifest["format"], "pipeline": manifest["pipeline"], "components": {}}
+    m = {"format": manifest["format"], "pipeline": manifest["pipeline"], "components": {},
+         "triton_max_batch_size": {comp.name: comp.max_batch_size for comp, _ in planned}}
     for comp, _files in planned:
         if comp.name in PIPELINE_COMPONENTS:
             entry = dict(manifest["components"][comp.name][precision])

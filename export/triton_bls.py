@@ -27,12 +27,24 @@ except ImportError:  # pragma: no cover - outside Triton (tests inject a stand-i
 
 
 class BlsRunner:
-    """Calls one component model through Triton (BLS); same interface as the engine's OrtRunner."""
+    """Calls one component model through Triton (BLS); same interface as the engine's OrtRunner.
 
-    def __init__(self, model_name: str, output_names: list[str]):
-        self.model_name, self.output_names = model_name, output_names
+    A batch larger than the component's ``max_batch_size`` is sent in chunks (the embedder sees
+    twice the images, the UNet twice the latents with guidance).
+    """
+
+    def __init__(self, model_name: str, output_names: list[str], max_batch_size: int = 0):
+        self.model_name, self.output_names, self.max_batch_size = model_name, output_names, max_batch_size
 
     def __call__(self, **arrays: np.ndarray) -> dict[str, np.ndarray]:
+        n = len(next(iter(arrays.values())))
+        step = self.max_batch_size or n
+        if n <= step:
+            return self._call(arrays)
+        parts = [self._call({k: v[i:i + step] for k, v in arrays.items()}) for i in range(0, n, step)]
+        return {k: np.concatenate([p[k] for p in parts]) for k in self.output_names}
+
+    def _call(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         inputs = [pb_utils.Tensor(k, np.ascontiguousarray(v)) for k, v in arrays.items()]
         request = pb_utils.InferenceRequest(model_name=self.model_name, requested_output_names=self.output_names,
                                             inputs=inputs)
@@ -54,13 +66,14 @@ class TritonPythonModel:
         manifest = json.loads((assets / "manifest.json").read_text())
         outputs = {name: [t["name"] for t in entry[next(iter(entry))]["spec"]["outputs"]]
                    for name, entry in manifest["components"].items()}
+        limits = {k: int(v) for k, v in manifest.get("triton_max_batch_size", {}).items()}
         self.seed = int(params.get("seed", 0))
         self.max_pixels = int(params.get("max_pixels", 64_000_000))
         self.pipe = OrtSemgir(assets, steps=int(params.get("steps", 4)),
                               guidance_scale=float(params.get("guidance_scale", 1.0)),
                               max_new_tokens=int(params.get("max_new_tokens", 20)),
                               precision=params.get("precision", "fp32"), verify=False,
-                              runner_factory=lambda name, path: BlsRunner(name, outputs[name]))
+                              runner_factory=lambda name, path: BlsRunner(name, outputs[name], limits.get(name, 0)))
 
     def execute(self, requests):
         from semgir_engine.errors import InputError
