@@ -3,8 +3,10 @@
 A *version key* hashes everything that determines an image's features: where each component's
 weights come from (for real weights, a fingerprint of every weight file's name, size and
 modification time; for tiny/random, the size, seed and architecture config), the resolved
-regeneration config, the captioning settings, the run's noise seed, the device type and the
-versions of the libraries that compute them. Two runs that agree on all of it share entries.
+regeneration config, the captioning settings, the run's noise seed, the device type, the
+versions of the libraries that compute them and a hash of the engine code that does (a changed
+tokenizer or preprocessing is a new version, never a stale hit). Two runs that agree on all of
+it share entries.
 
 :func:`extract_features` is the one place that fills the cache; training, evaluation and
 scoring all go through it, with one or more *branches* (regenerators): detection uses one,
@@ -53,6 +55,22 @@ def _lib_versions() -> dict[str, str | None]:
     return out
 
 
+#: the engine's source files whose code computes features; an edit to any of them is a new version
+_CODE_FILES = ("images.py", "preprocess.py", "spec.py", "semgir/models.py", "semgir/configs.py",
+               "semgir/torch_backend.py", "semgir/extract.py", "semgir/pipeline.py")
+
+
+def _code_digest() -> str:
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for rel in _CODE_FILES:
+        try:
+            h.update(rel.encode() + (root / rel).read_bytes())
+        except OSError:
+            h.update(rel.encode() + b"<missing>")
+    return h.hexdigest()[:16]
+
+
 def _folder_fingerprint(folder: Path) -> str:
     """Names, sizes and mtimes of every weight file under ``folder`` (stat only, no reading)."""
     items = []
@@ -91,7 +109,8 @@ class FeatureVersion:
     @classmethod
     def make(cls, *, captioner: dict, regenerator: dict, embedder: dict, seed: int, device: str) -> "FeatureVersion":
         desc = {"schema": FEATURE_SCHEMA, "captioner": captioner, "regenerator": regenerator, "embedder": embedder,
-                "noise_seed": int(seed), "device": device.split(":")[0], "libraries": _lib_versions()}
+                "noise_seed": int(seed), "device": device.split(":")[0], "libraries": _lib_versions(),
+                "code": _code_digest()}
         # the folder path is for people; the key hashes the files' fingerprints, so moving weights keeps it
         hashed = json.loads(json.dumps(desc, default=str))
         for part in ("captioner", "regenerator", "embedder"):
@@ -117,7 +136,7 @@ class FeatureVersion:
             for sub in d[part].values():
                 if isinstance(sub, dict):
                     sub.pop("folder", None)
-        return _digest([d["captioner"], d["embedder"], d["device"], d["libraries"]])[:32]
+        return _digest([d["captioner"], d["embedder"], d["device"], d["libraries"], d.get("code")])[:32]
 
 
 def describe_captioner(src: ModelSource, max_new_tokens: int, num_beams: int) -> dict:
