@@ -366,3 +366,16 @@ def test_serve_command_passes_options(monkeypatch):
     assert r.exit_code == 0, r.output
     assert got["host"] == "127.0.0.1" and got["port"] == 0 and got["max_batch_size"] == 4
     assert got["max_wait_ms"] == 3 and got["cfg"].models == "tiny" and got["cfg"].max_pixels == 1000
+
+
+def test_embedding_modules_import_without_heavy_libraries():
+    """The batcher, the CLI commands, the Ray and Triton modules import without torch, ray or onnx."""
+    import subprocess
+    import sys
+
+    code = ("import sys, semgir_engine.batching, semgir_engine.serve_cli, semgir_engine.distributed, "
+            "semgir_engine.export.triton, semgir_engine.cli\n"
+            "bad = [m for m in ('torch', 'ray', 'onnx', 'onnxruntime', 'fastapi', 'uvicorn') if m in sys.modules]\n"
+            "print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
