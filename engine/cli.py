@@ -93,7 +93,8 @@ def models_option(f):
               help="Scorer actors with --ray (default: one per GPU on CUDA, else one per CPU, at most 8).")
 @click.option("--feature-cache", default="auto", show_default=True, metavar="DIR|auto|off",
               help="SemGIR feature cache (captions, regenerations, embeddings): a folder, 'off', or 'auto' "
-                   "($SEMGIR_CACHE, else ~/.cache/semgir-engine/features with real weights; off for tiny/random).")
+                   "($SEMGIR_CACHE/features, else ~/.cache/semgir-engine/features with real weights; "
+                   "off for tiny/random).")
 @click.option("--attribute", type=click.Path(exists=True), default=None, metavar="GENERATORS.json",
               help="SemGIR-A: add per-generator probabilities and the most likely generator (the generators.json "
                    "written by `train attribution`).")

@@ -6,7 +6,7 @@ features depend on (weights, regeneration config, noise seed, library versions: 
 :mod:`semgir_engine.semgir.features`). The detection head is *not* part of the key, so
 training, evaluation and scoring share the same entries.
 
-Layout under the cache root (``$SEMGIR_CACHE`` or ``~/.cache/semgir-engine/features``)::
+Layout under the cache folder (``$SEMGIR_CACHE/features`` or ``~/.cache/semgir-engine/features``)::
 
     index.sqlite                             the index (SQLite, WAL journal)
     v/<version[:16]>/<image[:2]>/<image>-<nonce>.png   regenerated image (open it with any viewer)
@@ -44,18 +44,19 @@ ORPHAN_GRACE_S = 3600.0  # stray files younger than this may belong to a writer 
 
 
 def default_cache_dir() -> Path:
+    """``$SEMGIR_CACHE/features`` (the engine's cache root, shared with the runtime's built artifacts),
+    else ``~/.cache/semgir-engine/features``."""
     env = os.environ.get("SEMGIR_CACHE")
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "semgir-engine" / "features"
+    root = Path(env).expanduser() if env else Path.home() / ".cache" / "semgir-engine"
+    return root / "features"
 
 
 def resolve_cache_option(value: str | None, random_weights: bool = False) -> Path | None:
     """Turn a ``--feature-cache`` value into a folder, or None (off).
 
-    ``off``/``none``: no cache. ``auto``/None: ``$SEMGIR_CACHE`` when set; otherwise the default
-    folder for real weights and no cache for tiny/random weights (test and timing runs, whose
-    timings a cache would falsify). Anything else is a folder.
+    ``off``/``none``: no cache. ``auto``/None: ``$SEMGIR_CACHE/features`` when that variable is
+    set; otherwise the default folder for real weights and no cache for tiny/random weights (test
+    and timing runs, whose timings a cache would falsify). Anything else is a folder.
     """
     if value is not None and value.lower() in ("off", "none", "no", "false", "0"):
         return None

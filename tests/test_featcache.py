@@ -182,7 +182,7 @@ def test_cache_option_resolution(monkeypatch, tmp_path):
     assert resolve_cache_option("auto", random_weights=False).name == "features"
     assert resolve_cache_option(str(tmp_path)) == tmp_path
     monkeypatch.setenv("SEMGIR_CACHE", str(tmp_path / "env"))
-    assert resolve_cache_option(None, random_weights=True) == tmp_path / "env"
+    assert resolve_cache_option(None, random_weights=True) == tmp_path / "env" / "features"
 
 
 # ------------------------------------------------------------------------------------------

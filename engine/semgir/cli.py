@@ -11,7 +11,7 @@ import json
 
 import click
 
-FEATURE_CACHE_HELP = ("Feature cache folder, 'off', or 'auto' (default: $SEMGIR_CACHE, else "
+FEATURE_CACHE_HELP = ("Feature cache folder, 'off', or 'auto' (default: $SEMGIR_CACHE/features, else "
                       "~/.cache/semgir-engine/features for real weights and off for tiny/random).")
 
 
@@ -154,7 +154,7 @@ def cache_group():
 
 def _cache_dir_option(f):
     return click.option("--dir", "root", default=None, metavar="DIR",
-                        help="Cache folder (default: $SEMGIR_CACHE or ~/.cache/semgir-engine/features).")(f)
+                        help="Cache folder (default: $SEMGIR_CACHE/features or ~/.cache/semgir-engine/features).")(f)
 
 
 @cache_group.command("info")
