@@ -150,9 +150,12 @@ def _markdown(res: dict, args: argparse.Namespace) -> str:
         f"| latency max | {1000 * lat['max']:.0f} ms |",
         f"| batches formed | {b['batches']} (mean {b['mean_batch_size']:.1f} images, {b['batches_of_1']} of size 1) |",
         "",
-        "Latency here is dominated by queueing: all requests arrive at once and the model works through "
-        "them in batches, so p50 is about half the wall time. Throughput is the model's batched rate on "
-        "this CPU; the service adds decoding and HTTP on the event loop / thread pool.",
+        ("Latency here is dominated by queueing: all requests arrive at once and the model works through "
+         "them in batches, so p50 is about half the wall time." if res["concurrency"] >= res["requests"] else
+         f"With {res['concurrency']} requests in flight, latency is about the time to score that many images "
+         "(a batch forming while the previous one runs)."),
+        "Throughput is the model's batched rate on this CPU; the service adds decoding and HTTP on the "
+        "event loop / thread pool.",
         "",
         f"Batch size histogram (cumulative, le): `{json.dumps(b['histogram_le'])}`",
         "",
