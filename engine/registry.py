@@ -23,6 +23,10 @@ def _semgir_specs(size: str) -> list[ComponentSpec]:
     blip_pp = ImagePreprocess(size=d.blip_image, resize="stretch", mean=configs.CLIP_MEAN, std=configs.CLIP_STD)
     n_patches = (d.blip_image // (8 if size == "tiny" else 16)) ** 2 + 1
     lat = d.unet_sample
+    text_cfg = configs.BLIP["tiny" if size == "tiny" else "full"]["text_config"]
+    kv_layers = text_cfg.get("num_hidden_layers", 12)
+    kv_heads = text_cfg.get("num_attention_heads", 12)
+    kv_dim = text_cfg.get("hidden_size", 768) // kv_heads
     return [
         ComponentSpec(
             "blip_vision", "captioner", "BLIP ViT image encoder",
@@ -35,6 +39,25 @@ def _semgir_specs(size: str) -> list[ComponentSpec]:
                     TensorSpec("encoder_hidden_states", "float32", (_B, n_patches, d.blip_hidden))),
             outputs=(TensorSpec("logits", "float32", (_B, "tokens", d.blip_vocab)),),
             profile={_B: (1, 2, 16), "tokens": (1, 8, 40)}, builder=_BUILD,
+            tolerance=Tolerance(fp32_atol=2e-4, note="logits over a 30k vocabulary")),
+        ComponentSpec(
+            "blip_text_decoder_init", "captioner",
+            "BLIP text decoder, first step with a key/value cache: logits and the prefix's self-attention cache",
+            inputs=(TensorSpec("input_ids", "int64", (_B, "tokens")),
+                    TensorSpec("encoder_hidden_states", "float32", (_B, n_patches, d.blip_hidden))),
+            outputs=(TensorSpec("logits", "float32", (_B, "tokens", d.blip_vocab)),
+                     TensorSpec("present", "float32", (kv_layers, 2, _B, kv_heads, "tokens", kv_dim))),
+            profile={_B: (1, 2, 16), "tokens": (1, 8, 40)}, builder=_BUILD,
+            tolerance=Tolerance(fp32_atol=2e-4, note="logits over a 30k vocabulary")),
+        ComponentSpec(
+            "blip_text_decoder_with_past", "captioner",
+            "BLIP text decoder, later steps: one new token per row plus the cache -> logits and the grown cache",
+            inputs=(TensorSpec("input_ids", "int64", (_B, 1)),
+                    TensorSpec("encoder_hidden_states", "float32", (_B, n_patches, d.blip_hidden)),
+                    TensorSpec("past", "float32", (kv_layers, 2, _B, kv_heads, "past", kv_dim))),
+            outputs=(TensorSpec("logits", "float32", (_B, 1, d.blip_vocab)),
+                     TensorSpec("present", "float32", (kv_layers, 2, _B, kv_heads, "total", kv_dim))),
+            profile={_B: (1, 2, 16), "past": (1, 8, 40)}, builder=_BUILD,
             tolerance=Tolerance(fp32_atol=2e-4, note="logits over a 30k vocabulary")),
         ComponentSpec(
             "sd_text_encoder", "regenerator", "SD v1.5 CLIP ViT-L/14 text encoder",

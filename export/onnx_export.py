@@ -181,6 +181,10 @@ class Bundles:
             m = c.BlipVision(self.captioner().model)
         elif name == "blip_text_decoder":
             m = c.BlipTextDecoder(self.captioner().model)
+        elif name == "blip_text_decoder_init":
+            m = c.BlipTextDecoderInit(self.captioner().model)
+        elif name == "blip_text_decoder_with_past":
+            m = c.BlipTextDecoderWithPast(self.captioner().model)
         elif name == "sd_text_encoder":
             m = c.SdTextEncoder(self.regenerator().text_encoder)
         elif name == "unet":
@@ -405,7 +409,7 @@ def write_pipeline_assets(names: Iterable[str], bundles: Bundles, out_dir: str |
     names = set(names)
     size = "tiny" if bundles.src.size is ModelSize.TINY else "full"
     pipe: dict = {"size": size, "source": weights_fingerprint(bundles.src)}
-    if names & {"blip_vision", "blip_text_decoder"}:
+    if names & {"blip_vision", "blip_text_decoder", "blip_text_decoder_init", "blip_text_decoder_with_past"}:
         cap = bundles.captioner()
         tok = cap.tokenizer
         vocab = tok.get_vocab()

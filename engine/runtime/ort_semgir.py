@@ -25,7 +25,7 @@ from .tokenizers import ClipBpeTokenizer, WordPieceDecoder
 
 log = logging.getLogger(__name__)
 
-PIPELINE_COMPONENTS = ("blip_vision", "blip_text_decoder", "sd_text_encoder", "unet", "vae_decoder", "clip_image",
+PIPELINE_COMPONENTS = ("blip_vision", "blip_text_decoder_init", "blip_text_decoder_with_past", "sd_text_encoder", "unet", "vae_decoder", "clip_image",
                        "semgir_head")
 SUPPORTED_SCHEDULERS = ("dpm++",)
 
@@ -117,7 +117,14 @@ class OrtSemgir:
                 return runner_factory(name, path)
             return OrtRunner(path, providers, device)
 
-        self.blip_vision, self.blip_decoder = runner("blip_vision"), runner("blip_text_decoder")
+        self.blip_vision = runner("blip_vision")
+        comps = m.get("components", {})
+        self.kv_cache = "blip_text_decoder_init" in comps and "blip_text_decoder_with_past" in comps
+        if self.kv_cache:  # generation reuses the prefix's keys/values instead of recomputing them
+            self.decoder_init, self.decoder_with_past = (runner("blip_text_decoder_init"),
+                                                         runner("blip_text_decoder_with_past"))
+        else:
+            self.blip_decoder = runner("blip_text_decoder")
         self.text_encoder, self.unet, self.vae_decoder = runner("sd_text_encoder"), runner("unet"), runner("vae_decoder")
         self.clip_image, self.head = runner("clip_image"), runner("semgir_head")
         self.random_weights = pipe.get("source", {}).get("kind", "real") != "real"
@@ -133,14 +140,24 @@ class OrtSemgir:
 
     def greedy(self, encoder_hidden_states: np.ndarray) -> np.ndarray:
         """Greedy decoding as ``generate(do_sample=False, num_beams=1)``: start at BOS, stop at EOS,
-        finished rows continue with PAD. Re-runs the decoder on the whole prefix at each step."""
+        finished rows continue with PAD. With the key/value-cache graphs each step feeds only the new
+        token; otherwise the decoder re-runs on the whole prefix."""
         n = encoder_hidden_states.shape[0]
         ids = np.full((n, 1), self.bos, np.int64)
         done = np.zeros(n, bool)
         rep = float(self.generation.get("repetition_penalty") or 1.0)
         min_len = int(self.generation.get("min_length") or 0)
+        past = None
         for _ in range(self.max_new_tokens):
-            logits = self.blip_decoder(input_ids=ids, encoder_hidden_states=encoder_hidden_states)["logits"][:, -1, :]
+            if not self.kv_cache:
+                out = self.blip_decoder(input_ids=ids, encoder_hidden_states=encoder_hidden_states)
+            elif past is None:
+                out = self.decoder_init(input_ids=ids, encoder_hidden_states=encoder_hidden_states)
+            else:
+                out = self.decoder_with_past(input_ids=ids[:, -1:], encoder_hidden_states=encoder_hidden_states,
+                                             past=past)
+            past = out.get("present")
+            logits = out["logits"][:, -1, :]
             logits = logits.astype(np.float32, copy=True)
             if rep != 1.0:
                 for r in range(n):

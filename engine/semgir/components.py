@@ -31,6 +31,45 @@ class BlipTextDecoder(nn.Module):
         return self.decoder(input_ids=input_ids, encoder_hidden_states=encoder_hidden_states, use_cache=False).logits
 
 
+def _stack_self_attention_cache(cache) -> torch.Tensor:
+    """(layers, 2, batch, heads, tokens, head_dim) from a transformers cache (self-attention part)."""
+    self_cache = getattr(cache, "self_attention_cache", cache)
+    return torch.stack([torch.stack([layer.keys, layer.values]) for layer in self_cache.layers])
+
+
+class BlipTextDecoderInit(nn.Module):
+    """First decoding step with a key/value cache: logits and the self-attention cache of the prefix."""
+
+    def __init__(self, blip):
+        super().__init__()
+        self.decoder = blip.text_decoder
+
+    def forward(self, input_ids, encoder_hidden_states):
+        from transformers.cache_utils import DynamicCache
+
+        out = self.decoder(input_ids=input_ids, encoder_hidden_states=encoder_hidden_states,
+                           past_key_values=DynamicCache(config=self.decoder.config), use_cache=True)
+        return out.logits, _stack_self_attention_cache(out.past_key_values)
+
+
+class BlipTextDecoderWithPast(nn.Module):
+    """Later decoding steps: new token ids plus the cache (stacked as above) -> logits and the grown cache.
+    Cross-attention keys/values are recomputed from ``encoder_hidden_states`` (not cached)."""
+
+    def __init__(self, blip):
+        super().__init__()
+        self.decoder = blip.text_decoder
+
+    def forward(self, input_ids, encoder_hidden_states, past):
+        from transformers.cache_utils import DynamicCache
+
+        cache = DynamicCache(ddp_cache_data=[(past[i, 0], past[i, 1]) for i in range(past.shape[0])],
+                             config=self.decoder.config)
+        out = self.decoder(input_ids=input_ids, encoder_hidden_states=encoder_hidden_states, past_key_values=cache,
+                           use_cache=True)
+        return out.logits, _stack_self_attention_cache(out.past_key_values)
+
+
 class SdTextEncoder(nn.Module):
     def __init__(self, text_encoder):
         super().__init__()
@@ -89,9 +128,11 @@ def build_component(name: str, src: ModelSource) -> nn.Module:
     """The torch module of one registered component, in eval mode."""
     from .models import Captioner, Embedder, Regenerator, SemgirHead
 
-    if name in ("blip_vision", "blip_text_decoder"):
+    if name in ("blip_vision", "blip_text_decoder", "blip_text_decoder_init", "blip_text_decoder_with_past"):
         blip = Captioner.build(src).model
-        mod = BlipVision(blip) if name == "blip_vision" else BlipTextDecoder(blip)
+        mod = {"blip_vision": BlipVision, "blip_text_decoder": BlipTextDecoder,
+               "blip_text_decoder_init": BlipTextDecoderInit,
+               "blip_text_decoder_with_past": BlipTextDecoderWithPast}[name](blip)
     elif name in ("sd_text_encoder", "unet", "vae_decoder", "vae_encoder"):
         r = Regenerator.build(src)
         mod = {"sd_text_encoder": lambda: SdTextEncoder(r.text_encoder), "unet": lambda: Unet(r.unet),
