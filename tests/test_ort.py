@@ -235,3 +235,19 @@ def test_tensorrt_head_engine_matches_onnxruntime(export_dir, tmp_path):
     for _ in range(3):  # third call replays a CUDA graph
         got = runner(features=x)["logits"]
         assert (got.argmax(-1) == ref.argmax(-1)).all() and np.abs(got - ref).max() < 1e-2
+
+
+def test_kv_cache_decoding_equals_full_recompute(ort_scorer, export_dir):
+    from semgir_engine.runtime.ort import OrtRunner
+    from semgir_engine.runtime.ort_semgir import OrtSemgir
+
+    o = ort_scorer._impl
+    assert o.kv_cache  # the export holds the init and with-past graphs
+    full = OrtSemgir(export_dir)
+    full.kv_cache = False
+    full.blip_decoder = OrtRunner(export_dir / "blip_text_decoder.fp32.onnx", device="cpu")
+    from semgir_engine.preprocess import preprocess_batch
+
+    enc = o.blip_vision(pixel_values=preprocess_batch(images(4), o.blip_pp))["image_embeds"]
+    a, b = o.greedy(enc), full.greedy(enc)
+    assert a.shape == b.shape and (a == b).all()

@@ -37,6 +37,14 @@ def _stack_self_attention_cache(cache) -> torch.Tensor:
     return torch.stack([torch.stack([layer.keys, layer.values]) for layer in self_cache.layers])
 
 
+def _cache_kw(decoder, cache) -> dict:
+    """transformers 5 names the argument ``cache`` (``past_key_values`` is deprecated); 4.x knows only the latter."""
+    import inspect
+
+    name = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+    return {name: cache}
+
+
 class BlipTextDecoderInit(nn.Module):
     """First decoding step with a key/value cache: logits and the self-attention cache of the prefix."""
 
@@ -48,7 +56,7 @@ class BlipTextDecoderInit(nn.Module):
         from transformers.cache_utils import DynamicCache
 
         out = self.decoder(input_ids=input_ids, encoder_hidden_states=encoder_hidden_states,
-                           past_key_values=DynamicCache(config=self.decoder.config), use_cache=True)
+                           use_cache=True, **_cache_kw(self.decoder, DynamicCache(config=self.decoder.config)))
         return out.logits, _stack_self_attention_cache(out.past_key_values)
 
 
@@ -65,8 +73,8 @@ class BlipTextDecoderWithPast(nn.Module):
 
         cache = DynamicCache(ddp_cache_data=[(past[i, 0], past[i, 1]) for i in range(past.shape[0])],
                              config=self.decoder.config)
-        out = self.decoder(input_ids=input_ids, encoder_hidden_states=encoder_hidden_states, past_key_values=cache,
-                           use_cache=True)
+        out = self.decoder(input_ids=input_ids, encoder_hidden_states=encoder_hidden_states, use_cache=True,
+                           **_cache_kw(self.decoder, cache))
         return out.logits, _stack_self_attention_cache(out.past_key_values)
 
 
