@@ -130,6 +130,7 @@ def test_scorer_runs_without_torch(export_dir):
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from export_helpers import images
         from semgir_engine.scorer import Scorer, ScorerConfig
+        import semgir_engine.runtime.trt, semgir_engine.runtime.cache, semgir_engine.export.cli  # import-safe too
         with Scorer(ScorerConfig(backend="auto", export_dir={str(export_dir)!r}, batch_size=2)) as s:
             assert type(s._impl).__name__ == "OrtSemgir", type(s._impl)
             res = s.score(images(3))
