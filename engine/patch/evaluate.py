@@ -210,7 +210,9 @@ def _json_default(o):
 
 def plot_roc(curves: dict[str, dict], path: Path, title: str = "") -> None:
     """ROC per source: patch model solid, baseline dashed."""
-    mpl = __import__("semgir_engine.deps", fromlist=["require"]).require("matplotlib", "ROC plots")
+    from ..deps import require
+
+    mpl = require("matplotlib", "ROC plots")
     mpl.use("Agg")
     import matplotlib.pyplot as plt
 
