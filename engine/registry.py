@@ -24,8 +24,9 @@ def _semgir_specs(size: str) -> list[ComponentSpec]:
     n_patches = (d.blip_image // (8 if size == "tiny" else 16)) ** 2 + 1
     lat = d.unet_sample
     text_cfg = configs.BLIP["tiny" if size == "tiny" else "full"]["text_config"]
+    # defaults are transformers' BlipTextConfig (= blip-image-captioning-base): 12 layers, 8 heads, 768 wide
     kv_layers = text_cfg.get("num_hidden_layers", 12)
-    kv_heads = text_cfg.get("num_attention_heads", 12)
+    kv_heads = text_cfg.get("num_attention_heads", 8)
     kv_dim = text_cfg.get("hidden_size", 768) // kv_heads
     return [
         ComponentSpec(
