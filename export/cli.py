@@ -14,7 +14,7 @@ import click
 @click.command("export")
 @click.option("--components", default="all", show_default=True, metavar="NAMES|all",
               help="Comma-separated component names (see `semgir-engine info`), or 'all'.")
-@click.option("--models", default="tiny", show_default=True, metavar="tiny|random|DIR",
+@click.option("--models", required=True, metavar="tiny|random|DIR",
               help="Weights: 'tiny' (tests), 'random' (full-size random weights) or a directory of real weights.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=str),
               help="Export directory (graphs, tokenizer files, manifest.json).")

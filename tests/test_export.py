@@ -174,7 +174,7 @@ def test_cli_export(tmp_path):
     assert r.exit_code == 1 and "--force" in r.output
     r = CliRunner().invoke(main, args + ["--force"])
     assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(main, ["export", "--components", "unett", "--out", str(out)])
+    r = CliRunner().invoke(main, ["export", "--components", "unett", "--models", "tiny", "--out", str(out)])
     assert r.exit_code == 2 and "clip_image" in r.output
 
 
