@@ -68,7 +68,7 @@ SD_RESOLUTION = {"full": 512, "tiny": 32}
 
 # --- CLIP RN50x4 (embedder) -----------------------------------------------------------------
 CLIP = {
-    "full": {"open_clip_name": "RN50x4", "image_size": 288, "embed_dim": 640},
+    "full": {"open_clip_name": "RN50x4-quickgelu", "image_size": 288, "embed_dim": 640},  # OpenAI weights use QuickGELU
     "tiny": {
         "embed_dim": 32, "image_size": 64,
         "vision_cfg": dict(layers=(1, 1, 1, 1), width=8, head_width=64, image_size=64),

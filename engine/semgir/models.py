@@ -115,10 +115,17 @@ class Captioner:
 # CLIP tokenizer (shared by the SD text encoder and the CLIP text tower)
 # ------------------------------------------------------------------------------------------
 class ClipTokenizer:
-    """CLIP BPE tokenizer: from the SD weights folder when present, else open_clip's bundled vocab."""
+    """CLIP BPE tokenizer: from the SD weights folder when present, else open_clip's bundled vocab.
 
-    def __init__(self, hf_tokenizer=None, context_length: int = 77):
+    ``pad_id``: SD v1.5's tokenizer pads with ``<|endoftext|>`` (49407); open_clip pads with 0.
+    Without a tokenizer folder the padding follows ``pad_id``, so random and real SD agree.
+    """
+
+    EOT = 49407
+
+    def __init__(self, hf_tokenizer=None, context_length: int = 77, pad_id: int = 0):
         self.hf, self.context_length = hf_tokenizer, context_length
+        self.pad_id = int(hf_tokenizer.pad_token_id) if hf_tokenizer is not None else pad_id
         if hf_tokenizer is None:
             from open_clip.tokenizer import SimpleTokenizer
 
@@ -128,7 +135,11 @@ class ClipTokenizer:
         if self.hf is not None:
             return self.hf(texts, padding="max_length", max_length=self.context_length, truncation=True,
                            return_tensors="pt").input_ids
-        return self.simple(texts, context_length=self.context_length)
+        ids = self.simple(texts, context_length=self.context_length)
+        if self.pad_id:
+            after_eot = (ids == self.EOT).int().cumsum(1) > 0
+            ids = torch.where(after_eot & (ids == 0), torch.full_like(ids, self.pad_id), ids)
+        return ids
 
 
 # ------------------------------------------------------------------------------------------
@@ -178,6 +189,10 @@ class Regenerator:
 
             raise UnknownNameError("scheduler", sched, SCHEDULERS)
         self.scheduler_name = sched
+        if sched != "pndm":
+            # few-step samplers start from the last training timestep ("trailing"), as diffusers
+            # recommends; fixed here so that random, real and exported regenerators agree
+            self.scheduler_config["timestep_spacing"] = "trailing"
         self.cfg = cfg
         self.resolution = cfg.resolution or default_resolution
         self.vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
@@ -206,8 +221,10 @@ class Regenerator:
                 raise WeightsNotFoundError("lcm-lora", [str(p) for p in src.candidates("lcm-lora")],
                                            "the LCM scheduler needs LCM-LoRA weights")
             sched_cfg = {k: v for k, v in pipe.scheduler.config.items() if not k.startswith("_")}
+            # native resolution from the weights' own config (SD v1.5: 64 latents x 8 = 512 px)
+            native = int(pipe.unet.config.sample_size) * 2 ** (len(pipe.vae.config.block_out_channels) - 1)
             return cls(pipe.text_encoder, ClipTokenizer(pipe.tokenizer), pipe.unet, pipe.vae, sched_cfg, cfg,
-                       configs.SD_RESOLUTION["full"], has_lcm)
+                       native, has_lcm)
         _seeded(src, 2)
         text_encoder = CLIPTextModel(CLIPTextConfig(**configs.SD_TEXT[key]))
         _seeded(src, 3)
@@ -216,7 +233,8 @@ class Regenerator:
         vae = AutoencoderKL(**configs.SD_VAE[key])
         if cfg.scheduler == "lcm":
             log.warning("LCM scheduler with random weights: timing only")
-        return cls(text_encoder, ClipTokenizer(None), unet, vae, SD_SCHEDULER_CONFIG, cfg, configs.SD_RESOLUTION[key])
+        return cls(text_encoder, ClipTokenizer(None, pad_id=ClipTokenizer.EOT), unet, vae, SD_SCHEDULER_CONFIG, cfg,
+                   configs.SD_RESOLUTION[key])
 
     def new_scheduler(self):
         return make_scheduler(self.scheduler_name, self.scheduler_config)
@@ -314,6 +332,27 @@ class Embedder:
         if src.size is ModelSize.REAL:
             folder = src.find("clip", CLIP_FILES)
             ckpt = next(folder / f for f in CLIP_FILES if (folder / f).exists())
+            cfg_file = folder / "open_clip_config.json"
+            if cfg_file.is_file():  # HF-hub layout: the architecture travels with the weights
+                import json
+
+                from open_clip.model import CLIP as OpenClipModel
+
+                model_cfg = json.loads(cfg_file.read_text())["model_cfg"]
+                model = OpenClipModel(**model_cfg)
+                if ckpt.suffix == ".safetensors":
+                    from safetensors.torch import load_file
+
+                    state = load_file(str(ckpt))
+                else:
+                    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+                model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+                dim = int(model_cfg["embed_dim"])
+                image_size = model_cfg["vision_cfg"]["image_size"]
+                pp = ImagePreprocess(size=image_size, resize="shortest", interpolation="bicubic",
+                                     mean=configs.CLIP_MEAN, std=configs.CLIP_STD)
+                return cls(model.eval(), pp, ClipTokenizer(None), dim)
+            # a bare OpenAI checkpoint: the released RN50x4 uses QuickGELU
             model = open_clip.create_model(cfg["open_clip_name"], pretrained=str(ckpt))
         elif key == "full":
             _seeded(src, 5)
