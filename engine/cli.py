@@ -78,7 +78,7 @@ def models_option(f):
 @click.option("--max-new-tokens", type=click.IntRange(1), default=20, show_default=True)
 @click.option("--num-beams", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--patch-model", type=click.Path(exists=True, dir_okay=False), default=None,
+@click.option("--patch-model", type=click.Path(exists=True), default=None,
               help="Patch-detector checkpoint (default: the shipped model).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run: skip inputs already in --out.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
