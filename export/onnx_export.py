@@ -139,69 +139,18 @@ def onnx_file_name(name: str, precision: Precision) -> str:
     return f"{name}.{precision.value}.onnx"
 
 
-# ------------------------------------------------------------------------------------------
-# torch modules, built once per source (the full-size UNet takes a while to build)
-# ------------------------------------------------------------------------------------------
-class Bundles:
-    """Builds each SemGIR bundle at most once and hands out the registry's per-component modules."""
+def _bundles(src):
+    from ..semgir.components import Bundles  # torch: imported only when exporting
 
-    def __init__(self, src):
-        self.src = src
-        self._cache: dict[str, object] = {}
+    return Bundles(src)
 
-    def _get(self, key: str, build: Callable[[], object]):
-        if key not in self._cache:
-            self._cache[key] = build()
-        return self._cache[key]
 
-    def captioner(self):
-        from ..semgir.models import Captioner
+def __getattr__(name: str):  # `from semgir_engine.export.onnx_export import Bundles` stays lazy
+    if name == "Bundles":
+        from ..semgir.components import Bundles
 
-        return self._get("captioner", lambda: Captioner.build(self.src))
-
-    def regenerator(self):
-        from ..semgir.models import Regenerator
-
-        return self._get("regenerator", lambda: Regenerator.build(self.src))
-
-    def embedder(self):
-        from ..semgir.models import Embedder
-
-        return self._get("embedder", lambda: Embedder.build(self.src))
-
-    def head(self):
-        from ..semgir.models import SemgirHead
-
-        return self._get("head", lambda: SemgirHead.build(self.src, self.embedder().dim))
-
-    def module(self, name: str):
-        from ..semgir import components as c
-
-        if name == "blip_vision":
-            m = c.BlipVision(self.captioner().model)
-        elif name == "blip_text_decoder":
-            m = c.BlipTextDecoder(self.captioner().model)
-        elif name == "blip_text_decoder_init":
-            m = c.BlipTextDecoderInit(self.captioner().model)
-        elif name == "blip_text_decoder_with_past":
-            m = c.BlipTextDecoderWithPast(self.captioner().model)
-        elif name == "sd_text_encoder":
-            m = c.SdTextEncoder(self.regenerator().text_encoder)
-        elif name == "unet":
-            m = c.Unet(self.regenerator().unet)
-        elif name == "vae_decoder":
-            m = c.VaeDecoder(self.regenerator().vae)
-        elif name == "vae_encoder":
-            m = c.VaeEncoder(self.regenerator().vae)
-        elif name == "clip_image":
-            m = c.ClipImage(self.embedder().model)
-        elif name == "clip_text":
-            m = c.ClipText(self.embedder().model)
-        elif name == "semgir_head":
-            m = self.head()[0]
-        else:
-            return c.build_component(name, self.src)  # raises UnknownNameError listing the valid names
-        return m.eval()
+        return Bundles
+    raise AttributeError(name)
 
 
 # ------------------------------------------------------------------------------------------
@@ -344,7 +293,7 @@ def export_component(name: str, src, out_dir: str | os.PathLike, precision: Prec
     target = out / onnx_file_name(name, precision)
     if not force and (target.exists() or precision.value in manifest.get("components", {}).get(name, {})):
         raise ExportExistsError(f"{target} already exists; pass --force (force=True) to replace it")
-    bundles = bundles or Bundles(src)
+    bundles = bundles or _bundles(src)
     module = bundles.module(name)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=out, prefix=f".{name}-") as tmp:
@@ -496,7 +445,7 @@ def export_components(components, src, out_dir: str | os.PathLike, precision: Pr
         if clash:
             raise ExportExistsError(f"{out} already holds {', '.join(clash)} ({Precision(precision).value}); "
                                     "pass --force to replace")
-    bundles = Bundles(src)
+    bundles = _bundles(src)
     records = []
     for n in names:
         if on_start:

@@ -132,32 +132,67 @@ class ClipText(nn.Module):
         return nn.functional.normalize(self.clip.encode_text(input_ids), dim=-1)
 
 
+#: component name -> (bundle it comes from, wrapper taking that bundle's torch module)
+_WRAPPERS = {
+    "blip_vision": ("captioner", lambda b: BlipVision(b.model)),
+    "blip_text_decoder": ("captioner", lambda b: BlipTextDecoder(b.model)),
+    "blip_text_decoder_init": ("captioner", lambda b: BlipTextDecoderInit(b.model)),
+    "blip_text_decoder_with_past": ("captioner", lambda b: BlipTextDecoderWithPast(b.model)),
+    "sd_text_encoder": ("regenerator", lambda r: SdTextEncoder(r.text_encoder)),
+    "unet": ("regenerator", lambda r: Unet(r.unet)),
+    "vae_decoder": ("regenerator", lambda r: VaeDecoder(r.vae)),
+    "vae_encoder": ("regenerator", lambda r: VaeEncoder(r.vae)),
+    "clip_image": ("embedder", lambda e: ClipImage(e.model)),
+    "clip_text": ("embedder", lambda e: ClipText(e.model)),
+    "semgir_head": ("head", lambda h: h[0]),
+}
+
+
+class Bundles:
+    """Builds each SemGIR bundle at most once per source and hands out the per-component modules
+    (the full-size UNet takes a while to build; export and benchmarks ask for many components)."""
+
+    def __init__(self, src: ModelSource):
+        self.src = src
+        self._cache: dict[str, object] = {}
+
+    def _get(self, key: str, build):
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
+
+    def captioner(self):
+        from .models import Captioner
+
+        return self._get("captioner", lambda: Captioner.build(self.src))
+
+    def regenerator(self):
+        from .models import Regenerator
+
+        return self._get("regenerator", lambda: Regenerator.build(self.src))
+
+    def embedder(self):
+        from .models import Embedder
+
+        return self._get("embedder", lambda: Embedder.build(self.src))
+
+    def head(self):
+        from .models import SemgirHead
+
+        return self._get("head", lambda: SemgirHead.build(self.src, self.embedder().dim))
+
+    def module(self, name: str) -> nn.Module:
+        if name not in _WRAPPERS:
+            from .. import registry
+
+            raise UnknownNameError("component", name, registry.names())
+        bundle, wrap = _WRAPPERS[name]
+        return wrap(getattr(self, bundle)()).eval()
+
+
 def build_component(name: str, src: ModelSource) -> nn.Module:
     """The torch module of one registered component, in eval mode."""
-    from .models import Captioner, Embedder, Regenerator, SemgirHead
-
-    if name in ("blip_vision", "blip_text_decoder", "blip_text_decoder_init", "blip_text_decoder_with_past"):
-        blip = Captioner.build(src).model
-        mod = {"blip_vision": BlipVision, "blip_text_decoder": BlipTextDecoder,
-               "blip_text_decoder_init": BlipTextDecoderInit,
-               "blip_text_decoder_with_past": BlipTextDecoderWithPast}[name](blip)
-    elif name in ("sd_text_encoder", "unet", "vae_decoder", "vae_encoder"):
-        r = Regenerator.build(src)
-        mod = {"sd_text_encoder": lambda: SdTextEncoder(r.text_encoder), "unet": lambda: Unet(r.unet),
-               "vae_decoder": lambda: VaeDecoder(r.vae), "vae_encoder": lambda: VaeEncoder(r.vae)}[name]()
-    elif name in ("clip_image", "clip_text"):
-        clip = Embedder.build(src).model
-        mod = ClipImage(clip) if name == "clip_image" else ClipText(clip)
-    elif name == "semgir_head":
-        from . import configs
-
-        key = "tiny" if src.size.value == "tiny" else "full"
-        mod, _ = SemgirHead.build(src, configs.CLIP[key]["embed_dim"])
-    else:
-        from .. import registry
-
-        raise UnknownNameError("component", name, registry.names())
-    return mod.eval()
+    return Bundles(src).module(name)
 
 
 @torch.no_grad()
