@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import time
@@ -145,7 +146,118 @@ def bench_cmd(components, backends, batch_sizes, resolution, steps, models, e2e,
     from .harness import machine_info
 
     torch.set_num_threads(threads)
-    res = int(resolution)
+    # tiny models have their own 32 px native size (a tiny UNet at 256 px would attend over 16k tokens)
+    res = None if models == "tiny" else int(resolution)
+    out_p = Path(out)
+    export_dir = export_dir or str(out_p / "onnx")
+    names = registry.names() if components == "all" else [] if components == "none" else \
+        [c.strip() for c in components.split(",") if c.strip()]
+    for n in names:
+        registry.get(n)  # unknown names fail early, listing the valid ones
+    data = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": " ".join(["semgir-engine", *sys.argv[1:]]),
+            "models": models, "resolution": res, "machine": machine_info()}
+    backend_list = [b.strip() for b in backends.split(",") if b.strip()]
+    from ..semgir.components import Bundles
+    from ..semgir.sources import ModelSource
+
+    src = ModelSource.parse(models)
+    bundles = Bundles(src)  # each full-size bundle is built once for export and timing
+    if names:
+        rows = bench_components(names, backend_list, batch_sizes, models=models, resolution=res,
+                                export_dir=export_dir, repeats=repeats, bundles=bundles)
+        data["components"] = [r.to_dict() for r in rows]
+        data["speedups"] = speedups(rows)
+        write_report(out_p, data)
+    exp = None
+    if e2e and "onnxruntime" in backend_list:
+        from ..export.onnx_export import write_pipeline_assets
+        from ..runtime.ort_semgir import PIPELINE_COMPONENTS
+        from ..spec import Precision
+        from .components import ensure_exported
+
+        for n in PIPELINE_COMPONENTS:  # one export directory serves components and pipeline
+            ensure_exported(n, src, export_dir, Precision.FP32, bundles)
+        write_pipeline_assets(PIPELINE_COMPONENTS, bundles, export_dir)
+        exp = export_dir
+    del bundles
+    gc.collect()
+    if e2e:
+        from .e2e import bench_e2e, standard_configs
+
+        cfgs = standard_configs(models, res, steps, exp, include_reference=reference)
+        data["e2e"] = [r.to_dict() for r in bench_e2e(_load_images(images, e2e_images), cfgs)]
+        write_report(out_p, data)
+    if patch:
+        lines += ["## Patch-shuffle detector (shipped model)", "", "| batch | end-to-end images/s | network images/s |",
+                  "|---|---|---|"]
+        for b, v in patch["throughput"].items():
+            lines.append(f"| {b} | {v['end_to_end_img_s']:.1f} | {v['network_img_s']:.1f} |")
+        lines.append("")
+    (out / "README.md").write_text("\n".join(lines))
+    if comps:
+        _plot(out / "components.png", comps)
+
+
+def _plot(path: Path, comps: list[dict]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib missing: no plot")
+        return
+    keys = sorted({(r["component"], r["batch"]) for r in comps})
+    backends = sorted({r["backend"] for r in comps})
+    fig, ax = plt.subplots(figsize=(max(6, len(keys) * 0.9), 4))
+    width = 0.8 / max(len(backends), 1)
+    for i, b in enumerate(backends):
+        vals = {(r["component"], r["batch"]): r["timing"]["items_per_s"] for r in comps if r["backend"] == b}
+        ax.bar([k + i * width for k in range(len(keys))], [vals.get(k, 0) for k in keys], width, label=b)
+    ax.set_xticks([k + width * (len(backends) - 1) / 2 for k in range(len(keys))])
+    ax.set_xticklabels([f"{c}\nb{bs}" for c, bs in keys], rotation=60, ha="right", fontsize=7)
+    ax.set_yscale("log")
+    ax.set_ylabel("items/s (log)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+@click.command("bench")
+@click.option("--components", default="all", show_default=True, help="Comma-separated component names, or all / none.")
+@click.option("--backends", default="torch,onnxruntime", show_default=True,
+              help="Comma-separated: torch, onnxruntime, onnxruntime-fp16, tensorrt-fp16.")
+@click.option("--batch-sizes", default="1,8", show_default=True, callback=_csv_ints)
+@click.option("--resolution", type=click.Choice(["256", "512"]), default="256", show_default=True)
+@click.option("--steps", type=click.IntRange(1), default=4, show_default=True)
+@click.option("--models", default="random", show_default=True, metavar="tiny|random|DIR")
+@click.option("--e2e/--no-e2e", default=True, show_default=True, help="End-to-end SemGIR scoring.")
+@click.option("--reference/--no-reference", default=True, show_default=True,
+              help="Include the paper's 50-step CFG torch reference in the end-to-end run (slow).")
+@click.option("--e2e-images", type=click.IntRange(1), default=2, show_default=True)
+@click.option("--images", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Folder of images for the end-to-end run (default: synthetic).")
+@click.option("--patch/--no-patch", default=True, show_default=True, help="Patch-detector throughput.")
+@click.option("--repeats", type=click.IntRange(1), default=5, show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=2, show_default=True, help="torch and ORT threads.")
+@click.option("--export-dir", type=click.Path(file_okay=False), default=None,
+              help="Where ONNX files go (default: OUT/onnx); reused when valid.")
+@click.option("--out", type=click.Path(file_okay=False), required=True)
+def bench_cmd(components, backends, batch_sizes, resolution, steps, models, e2e, reference, e2e_images, images,
+              patch, repeats, threads, export_dir, out):
+    """Benchmark components and end-to-end scoring; write results.json, README.md and components.png."""
+    import sys
+
+    import torch
+
+    from .. import registry
+    from .components import bench_components, speedups
+    from .harness import machine_info
+
+    torch.set_num_threads(threads)
+    # tiny models have their own 32 px native size (a tiny UNet at 256 px would attend over 16k tokens)
+    res = None if models == "tiny" else int(resolution)
     out_p = Path(out)
     export_dir = export_dir or str(out_p / "onnx")
     names = registry.names() if components == "all" else [] if components == "none" else \

@@ -49,7 +49,7 @@ def _overrides(name: str, spec, batch: int, resolution: int | None, size: str) -
     from ..semgir import configs
 
     o = {"batch": batch}
-    if resolution and name in ("unet", "vae_decoder", "vae_encoder"):
+    if resolution and size != "tiny" and name in ("unet", "vae_decoder", "vae_encoder"):
         d = configs.dims(size)
         lat = resolution // d.vae_scale
         o.update(height=lat, width=lat, image_height=resolution, image_width=resolution)
@@ -67,12 +67,12 @@ def _inputs(name: str, spec, overrides: dict, vocab_cap: int) -> dict[str, np.nd
 
 def bench_components(names: Iterable[str], backends: Iterable[str], batch_sizes: Iterable[int], *,
                      models: str = "random", resolution: int | None = 256, export_dir: str | Path,
-                     repeats: int = 5, max_seconds: float = 60.0,
+                     repeats: int = 5, max_seconds: float = 60.0, bundles=None,
                      on_row: Callable[[ComponentRow], None] | None = None) -> list[ComponentRow]:
     """Time every (component, backend, batch) and measure parity against torch fp32."""
     import torch
 
-    from ..export.onnx_export import Bundles, export_component, onnx_file_name, read_manifest
+    from ..semgir.components import Bundles
     from ..runtime.ort import OrtRunner
     from ..semgir.components import run_torch
     from ..semgir.sources import ModelSource
@@ -81,7 +81,7 @@ def bench_components(names: Iterable[str], backends: Iterable[str], batch_sizes:
     size = "tiny" if models == "tiny" else "full"
     vocab_cap = 150 if size == "tiny" else 30000
     backends = list(backends)
-    bundles = Bundles(src)
+    bundles = bundles or Bundles(src)
     rows: list[ComponentRow] = []
 
     def emit(row: ComponentRow) -> None:
@@ -99,10 +99,7 @@ def bench_components(names: Iterable[str], backends: Iterable[str], batch_sizes:
             if not b.startswith("onnxruntime"):
                 continue
             prec = Precision.FP16 if b.endswith("fp16") else Precision.FP32
-            path = Path(export_dir) / onnx_file_name(name, prec)
-            if not (path.exists() and prec.value in read_manifest(export_dir).get("components", {}).get(name, {})):
-                log.info("exporting %s (%s) for the benchmark", name, prec.value)
-                export_component(name, src, export_dir, prec, force=True, bundles=bundles, check=False)
+            path = ensure_exported(name, src, export_dir, prec, bundles)
             runner = OrtRunner(path, device="cpu")
             runners[b] = lambda x, r=runner: r(**x)
         if "tensorrt-fp16" in backends:
@@ -125,6 +122,18 @@ def bench_components(names: Iterable[str], backends: Iterable[str], batch_sizes:
                          t.median_ms, t.items_per_s, diff, cos)
         del runners
     return rows
+
+
+def ensure_exported(name: str, src, export_dir: str | Path, prec: Precision, bundles) -> Path:
+    """The component's ONNX file in ``export_dir``, exported (unvalidated: the benchmark measures
+    parity itself) unless the manifest already records it."""
+    from ..export.onnx_export import export_component, onnx_file_name, read_manifest
+
+    path = Path(export_dir) / onnx_file_name(name, prec)
+    if not (path.exists() and prec.value in read_manifest(export_dir).get("components", {}).get(name, {})):
+        log.info("exporting %s (%s) for the benchmark", name, prec.value)
+        export_component(name, src, export_dir, prec, force=True, bundles=bundles, check=False)
+    return path
 
 
 def speedups(rows: list[ComponentRow], base: str = "torch") -> list[dict]:
