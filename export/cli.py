@@ -24,7 +24,9 @@ import click
 @click.option("--force", is_flag=True, help="Replace components already in --out.")
 @click.option("--no-validate", is_flag=True, help="Skip the parity checks against PyTorch (not recommended).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def export_cmd(components, models, out_dir, precision, opset, force, no_validate, no_progress):
+@click.option("--triton-repo", type=click.Path(file_okay=False, path_type=str), default=None,
+              help="Also write a Triton model repository for the exported components (see docs/triton.md).")
+def export_cmd(components, models, out_dir, precision, opset, force, no_validate, no_progress, triton_repo):
     """Export SemGIR components to ONNX and validate each against PyTorch."""
     from ..deps import require
     from ..semgir.sources import ModelSource
@@ -64,3 +66,8 @@ def export_cmd(components, models, out_dir, precision, opset, force, no_validate
         if bar is not None:
             bar.close()
     click.echo(f"wrote {len(names)} component(s) to {out_dir}", err=True)
+    if triton_repo:
+        from .triton import write_triton_repo
+
+        models_written = write_triton_repo(out_dir, triton_repo, names, precision, force=force)
+        click.echo(f"wrote {len(models_written)} Triton model(s) to {triton_repo}", err=True)

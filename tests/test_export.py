@@ -172,8 +172,10 @@ def test_cli_export(tmp_path):
     assert (out / "semgir_head.fp32.onnx").is_file() and (out / "manifest.json").is_file()
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 1 and "--force" in r.output
-    r = CliRunner().invoke(main, args + ["--force"])
+    r = CliRunner().invoke(main, args + ["--force", "--triton-repo", str(tmp_path / "triton")])
     assert r.exit_code == 0, r.output
+    assert (tmp_path / "triton" / "semgir_head" / "config.pbtxt").is_file()
+    assert (tmp_path / "triton" / "semgir_head" / "1" / "model.onnx").is_file()
     r = CliRunner().invoke(main, ["export", "--components", "unett", "--models", "tiny", "--out", str(out)])
     assert r.exit_code == 2 and "clip_image" in r.output
 
