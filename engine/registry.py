@@ -104,10 +104,21 @@ def _semgir_specs(size: str) -> list[ComponentSpec]:
     ]
 
 
+def _patch_specs() -> list[ComponentSpec]:
+    """The patch-shuffle CNN (identity patch order, uncalibrated logit). One size: the shipped model
+    is small, so tiny, random and real all export the shipped weights."""
+    side = 256
+    return [ComponentSpec(
+        "patch_cnn", "patch", "patch-shuffle detector: 16 patches of 64x64, shared CNN, linear -> logit",
+        inputs=(TensorSpec("pixel_values", "float32", (_B, 3, side, side)),),
+        outputs=(TensorSpec("logit", "float32", (_B,)),),
+        profile={_B: (1, 8, 64)}, builder=_BUILD, tolerance=Tolerance(fp32_atol=1e-4))]
+
+
 def specs(size: str = "full") -> dict[str, ComponentSpec]:
     """Every registered component's spec at ``size`` ("tiny", or "full" for random and real)."""
     size = "tiny" if size == "tiny" else "full"
-    return {s.name: s for s in _semgir_specs(size)}
+    return {s.name: s for s in _semgir_specs(size) + _patch_specs()}
 
 
 def names() -> list[str]:

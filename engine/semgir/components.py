@@ -145,7 +145,19 @@ _WRAPPERS = {
     "clip_image": ("embedder", lambda e: ClipImage(e.model)),
     "clip_text": ("embedder", lambda e: ClipText(e.model)),
     "semgir_head": ("head", lambda h: h[0]),
+    "patch_cnn": ("patch", lambda m: PatchCnn(m)),
 }
+
+
+class PatchCnn(nn.Module):
+    """The patch-shuffle network at inference: identity patch order, one logit per image."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, pixel_values):
+        return self.net(pixel_values)
 
 
 class Bundles:
@@ -180,6 +192,12 @@ class Bundles:
         from .models import SemgirHead
 
         return self._get("head", lambda: SemgirHead.build(self.src, self.embedder().dim))
+
+    def patch(self):
+        """The shipped patch-shuffle network (the same at every model size)."""
+        from ..patch.detector import PatchDetector
+
+        return self._get("patch", lambda: PatchDetector.load(None).model)
 
     def module(self, name: str) -> nn.Module:
         if name not in _WRAPPERS:
