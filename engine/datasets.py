@@ -7,7 +7,6 @@ A manifest is a CSV with at least the columns ``path,label,source``; ``label`` i
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
 import random
 from collections import Counter
@@ -18,6 +17,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .errors import InputError, SemgirError
+from .hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +70,7 @@ class Manifest:
 
 
 def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def read_manifest(path: str | Path) -> Manifest:

@@ -28,13 +28,17 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from .. import registry
 from ..errors import SemgirError
+from ..hashing import sha256_file  # noqa: F401 - also used by tests and the Triton writer
 from ..spec import ComponentSpec, ModelSize, Precision
 from .errors import ExportError, ExportExistsError
 from .validate import ValidationReport, sample_inputs, validate
+
+if TYPE_CHECKING:  # torch-free at import time
+    from ..semgir.components import Bundles
 
 log = logging.getLogger(__name__)
 
@@ -67,17 +71,6 @@ class ExportRecord:
 # ------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
-
-
 def weights_fingerprint(src) -> dict:
     """What the weights are: tiny/random (seed + torch version: random init depends on it) or real
     (the HF snapshot revision when the folder is one, else a fingerprint of file names, sizes, mtimes)."""

@@ -105,7 +105,6 @@ def check_graph_axes(component: str, spec: ComponentSpec, onnx_path: str) -> Non
 def validate(component: str, spec: ComponentSpec, onnx_path: str, module, precision: Precision,
              seed: int = 0) -> ValidationReport:
     """Run every check; raises the first failing check's error, else returns the measured numbers."""
-    import onnxruntime as ort
     import torch
 
     from ..runtime.ort import make_session

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..datasets import Manifest, ManifestError, Row, load_pixels, read_manifest, stratified_split
 from ..errors import SemgirError
+from ..hashing import sha256_file
 from ..metrics import binary_report, roc_auc
 from .augment import AugmentConfig, augment
 from .preprocess import prepare, prepare_batch
@@ -67,14 +68,6 @@ class TrainResult:
     model_path: Path
     manifest_path: Path
     manifest: dict
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def predict_logits(model, images: Sequence[np.ndarray], batch_size: int = 64, k_shuffles: int = 0,
@@ -216,7 +209,7 @@ def train(
 
     model_path = out / "model.pt"
     torch.save({"state_dict": model.state_dict(), "config": mcfg.to_dict()}, model_path)
-    weights_sha = _sha256_file(model_path)
+    weights_sha = sha256_file(model_path)
     counts = lambda rows: {s: {"real": sum(1 for r in rows if r.source == s and r.label == 0),  # noqa: E731
                                "ai": sum(1 for r in rows if r.source == s and r.label == 1)}
                            for s in sorted({r.source for r in rows})}

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from ..errors import SemgirError
+from ..hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +51,6 @@ def artifact_key(parts: Mapping) -> str:
     """sha256 of the canonical JSON of ``parts`` (everything the artifact depends on)."""
     blob = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -101,7 +94,7 @@ class ArtifactCache:
                 return None, f"{f['name']} missing"
             if p.stat().st_size != f["bytes"]:
                 return None, f"{f['name']} has {p.stat().st_size} bytes, recorded {f['bytes']}"
-            if _sha256(p) != f["sha256"]:
+            if sha256_file(p) != f["sha256"]:
                 return None, f"{f['name']} sha256 differs from the record (corrupt or replaced)"
         return Artifact(key, d, tuple(f["name"] for f in files), info.get("parts", {}), info.get("meta", {})), "ok"
 
@@ -136,7 +129,7 @@ class ArtifactCache:
             names = sorted(p.name for p in tmp.iterdir() if p.is_file() and p.name != ARTIFACT_JSON)
             if not names:
                 raise CacheError(f"building {parts.get('kind', 'artifact')} wrote no files")
-            files = [{"name": n, "sha256": _sha256(tmp / n), "bytes": (tmp / n).stat().st_size} for n in names]
+            files = [{"name": n, "sha256": sha256_file(tmp / n), "bytes": (tmp / n).stat().st_size} for n in names]
             meta.setdefault("build_seconds", round(time.perf_counter() - t0, 3))
             info = {"format": FORMAT, "key": key, "parts": parts, "files": files, "meta": meta,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

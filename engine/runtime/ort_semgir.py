@@ -60,14 +60,10 @@ def component_file(export_dir: str | Path, manifest: dict, name: str, precision:
     if not path.is_file():
         raise ExportDirError(f"{path} is listed in the manifest but missing")
     if verify:
-        import hashlib
+        from ..hashing import sha256_file
 
         for f in entry.get("files", [{"file": entry["file"], "sha256": entry["sha256"]}]):
-            h = hashlib.sha256()
-            with open(Path(export_dir) / f["file"], "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 22), b""):
-                    h.update(chunk)
-            if h.hexdigest() != f["sha256"]:
+            if sha256_file(Path(export_dir) / f["file"]) != f["sha256"]:
                 raise ExportDirError(f"{f['file']}: sha256 differs from the manifest (corrupt or replaced); re-export")
     return path
 
