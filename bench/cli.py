@@ -61,14 +61,19 @@ def write_report(out: Path, data: dict) -> None:
         for r in comps:
             t = r["timing"]
             s = sp.get((r["component"], r["batch"], r["backend"]))
+            diff = f"{r['max_abs_diff']:.2e}" if r.get("max_abs_diff") is not None else (r.get("note") or "-")
+            cos = f"{r['cosine']:.6f}" if r.get("cosine") is not None else "-"
             lines.append(f"| {r['component']} | {r['backend']} | {r['batch']} | {t['median_ms']:.1f} | {t['p90_ms']:.1f} "
-                         f"| {t['items_per_s']:.2f} | {'%.2fx' % s if s else '-'} | {r['max_abs_diff']:.2e} "
-                         f"| {r['cosine']:.6f} | {t['peak_rss_mb'] or 0:.0f} |")
+                         f"| {t['items_per_s']:.2f} | {'%.2fx' % s if s else '-'} | {diff} "
+                         f"| {cos} | {t['peak_rss_mb'] or 0:.0f} |")
         lines.append("")
     e2e = data.get("e2e", [])
     if e2e:
         lines += ["## End-to-end SemGIR scoring", "",
-                  f"{e2e[0]['images']} images, resolution {e2e[0]['config'].get('resolution')} px, batch 1.", "",
+                  f"{e2e[0]['images']} image(s), "
+                  + (f"resolution {e2e[0]['config']['resolution']} px" if e2e[0]['config'].get('resolution')
+                     else "the models' native resolution")
+                  + f", batch 1, {data.get('e2e_warmup', 1)} warm-up image(s) per configuration.", "",
                   "| configuration | s/image | images/s | speed-up vs paper reference | per-stage ms/image |", "|---|---|---|---|---|"]
         ref = e2e[0]["images_per_s"] if e2e[0]["config"].get("steps") == 50 else None
         for r in e2e:
@@ -76,6 +81,10 @@ def write_report(out: Path, data: dict) -> None:
             speed = f"{r['images_per_s'] / ref:.1f}x" if ref else "-"
             lines.append(f"| {r['label']} | {1 / r['images_per_s']:.2f} | {r['images_per_s']:.3f} | {speed} | {stages} |")
         lines.append("")
+    if data.get("patch_accuracy"):
+        from .patch_accuracy import markdown as patch_accuracy_md
+
+        lines += patch_accuracy_md(data["patch_accuracy"])
     patch = data.get("patch")
     if patch:
         lines += ["## Patch-shuffle detector (shipped model)", "", "| batch | end-to-end images/s | network images/s |",
@@ -122,20 +131,28 @@ def _plot(path: Path, comps: list[dict]) -> None:
 @click.option("--resolution", type=click.Choice(["256", "512"]), default="256", show_default=True)
 @click.option("--steps", type=click.IntRange(1), default=4, show_default=True)
 @click.option("--models", default="random", show_default=True, metavar="tiny|random|DIR")
+@click.option("--caption/--no-caption", default=True, show_default=True,
+              help="BLIP captioning as a whole (vision + greedy decoding): torch generate() vs ONNX Runtime.")
 @click.option("--e2e/--no-e2e", default=True, show_default=True, help="End-to-end SemGIR scoring.")
 @click.option("--reference/--no-reference", default=True, show_default=True,
               help="Include the paper's 50-step CFG torch reference in the end-to-end run (slow).")
 @click.option("--e2e-images", type=click.IntRange(1), default=2, show_default=True)
+@click.option("--e2e-warmup", type=click.IntRange(0), default=1, show_default=True,
+              help="Warm-up images per end-to-end configuration (0 for long 512 px reference runs).")
 @click.option("--images", type=click.Path(exists=True, file_okay=False), default=None,
               help="Folder of images for the end-to-end run (default: synthetic).")
 @click.option("--patch/--no-patch", default=True, show_default=True, help="Patch-detector throughput.")
+@click.option("--patch-accuracy/--no-patch-accuracy", default=True, show_default=True,
+              help="Patch-detector accuracy and parity per backend/precision on --data (skipped if no data).")
+@click.option("--data", "data_manifest", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Data manifest for --patch-accuracy (default: ../shared/data/aigi/manifest.csv when present).")
 @click.option("--repeats", type=click.IntRange(1), default=5, show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=2, show_default=True, help="torch and ORT threads.")
 @click.option("--export-dir", type=click.Path(file_okay=False), default=None,
               help="Where ONNX files go (default: OUT/onnx); reused when valid.")
 @click.option("--out", type=click.Path(file_okay=False), required=True)
-def bench_cmd(components, backends, batch_sizes, resolution, steps, models, e2e, reference, e2e_images, images,
-              patch, repeats, threads, export_dir, out):
+def bench_cmd(components, backends, batch_sizes, resolution, steps, models, caption, e2e, reference, e2e_images, e2e_warmup, images,
+              patch, patch_accuracy, data_manifest, repeats, threads, export_dir, out):
     """Benchmark components and end-to-end scoring; write results.json, README.md and components.png."""
     import sys
 
@@ -162,9 +179,17 @@ def bench_cmd(components, backends, batch_sizes, resolution, steps, models, e2e,
 
     src = ModelSource.parse(models)
     bundles = Bundles(src)  # each full-size bundle is built once for export and timing
+    rows = []
     if names:
         rows = bench_components(names, backend_list, batch_sizes, models=models, resolution=res,
                                 export_dir=export_dir, repeats=repeats, bundles=bundles)
+        data["components"] = [r.to_dict() for r in rows]
+        data["speedups"] = speedups(rows)
+        write_report(out_p, data)
+    if caption:
+        from .components import bench_captioning
+
+        rows = rows + bench_captioning(bundles, backend_list, batch_sizes, export_dir=export_dir, repeats=repeats)
         data["components"] = [r.to_dict() for r in rows]
         data["speedups"] = speedups(rows)
         write_report(out_p, data)
@@ -185,7 +210,8 @@ def bench_cmd(components, backends, batch_sizes, resolution, steps, models, e2e,
         from .e2e import bench_e2e, standard_configs
 
         cfgs = standard_configs(models, res, steps, exp, include_reference=reference)
-        data["e2e"] = [r.to_dict() for r in bench_e2e(_load_images(images, e2e_images), cfgs)]
+        data["e2e_warmup"] = e2e_warmup
+        data["e2e"] = [r.to_dict() for r in bench_e2e(_load_images(images, e2e_images), cfgs, warmup=e2e_warmup)]
         write_report(out_p, data)
     if patch:
         from ..patch.detector import PatchDetector
@@ -193,5 +219,14 @@ def bench_cmd(components, backends, batch_sizes, resolution, steps, models, e2e,
 
         det = PatchDetector.load(None)
         data["patch"] = {"version": det.version, "throughput": patch_measure(det, (1, 32))}
+    if patch_accuracy:
+        from .patch_accuracy import PATCH_BACKENDS, bench_patch_accuracy, default_data_manifest
+
+        manifest = data_manifest or default_data_manifest()
+        if manifest is None:
+            log.warning("no data manifest (--data, or ../shared/data/aigi/manifest.csv): patch accuracy skipped")
+        else:
+            pb = ["torch"] + [b for b in backend_list if b in PATCH_BACKENDS and b != "torch"]
+            data["patch_accuracy"] = bench_patch_accuracy(manifest, export_dir, pb, progress=True)
     write_report(out_p, data)
     click.echo(f"wrote {out_p / 'results.json'} and {out_p / 'README.md'}", err=True)

@@ -124,6 +124,57 @@ def bench_components(names: Iterable[str], backends: Iterable[str], batch_sizes:
     return rows
 
 
+CAPTION_COMPONENTS = ("blip_vision", "blip_text_decoder_init", "blip_text_decoder_with_past")
+
+
+def bench_captioning(bundles, backends: Iterable[str], batch_sizes: Iterable[int], *, export_dir: str | Path,
+                     repeats: int = 3, max_seconds: float = 120.0, seed: int = 0,
+                     on_row: Callable[[ComponentRow], None] | None = None) -> list[ComponentRow]:
+    """BLIP captioning as a whole (vision encoder + greedy decoding of up to ``max_new_tokens``):
+    torch ``generate()`` against ONNX Runtime's key/value-cache loop, on the same images. Parity is
+    the share of identical captions (max_abs_diff / cosine stay empty)."""
+    import torch
+
+    from ..export.onnx_export import write_pipeline_assets
+    from ..preprocess import preprocess_batch
+    from ..runtime.ort import OrtRunner
+    from ..runtime.ort_semgir import OrtCaptioner, component_file, load_manifest
+
+    cap = bundles.captioner()
+    size = bundles.src.size.value
+    rng = np.random.default_rng(seed)
+    side = cap.preprocess.size
+    runners: dict[str, Callable[[list], list[str]]] = {}
+    backends = list(backends)
+    if "torch" in backends:
+        runners["torch"] = lambda ims: cap(torch.from_numpy(preprocess_batch(ims, cap.preprocess)))
+    if "onnxruntime" in backends:
+        for n in CAPTION_COMPONENTS:
+            ensure_exported(n, bundles.src, export_dir, Precision.FP32, bundles)
+        write_pipeline_assets(CAPTION_COMPONENTS, bundles, export_dir)
+        m = load_manifest(export_dir)
+        ort_cap = OrtCaptioner(Path(export_dir), m, lambda n: OrtRunner(component_file(export_dir, m, n), device="cpu"),
+                               cap.max_new_tokens)
+        runners["onnxruntime"] = ort_cap
+    rows = []
+    for bs in batch_sizes:
+        ims = [rng.integers(0, 256, (side, side, 3), dtype=np.uint8) for _ in range(bs)]
+        ref = None
+        for b, run in runners.items():
+            with torch.inference_mode():
+                caps = [c.strip() for c in run(ims)]
+                ref = ref if ref is not None else caps
+                t = measure(lambda: run(ims), items=bs, warmup=0, repeats=repeats, max_seconds=max_seconds)
+            same = sum(a == c for a, c in zip(ref, caps))
+            row = ComponentRow("blip_caption", b, "fp32", bs, t.to_dict(), note=f"{same}/{bs} captions identical to torch; "
+                               f"{cap.max_new_tokens} new tokens max; {size} weights")
+            rows.append(row)
+            if on_row:
+                on_row(row)
+            log.info("blip_caption %s b%d: %.1f ms (%s)", b, bs, t.median_ms, row.note)
+    return rows
+
+
 def ensure_exported(name: str, src, export_dir: str | Path, prec: Precision, bundles) -> Path:
     """The component's ONNX file in ``export_dir``, exported (unvalidated: the benchmark measures
     parity itself) unless the manifest already records it."""

@@ -67,7 +67,10 @@ def models_option(f):
               show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="torch device (cpu, cuda, cuda:1).")
 @click.option("--export-dir", type=click.Path(exists=True, file_okay=False, path_type=str), default=None,
-              help="SemGIR ONNX export (`semgir-engine export`) for --backend onnxruntime|tensorrt|auto.")
+              help="ONNX export (`semgir-engine export`) for --backend onnxruntime|tensorrt|auto: the SemGIR "
+                   "pipeline, or patch_cnn for the patch detector.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+              help="Which exported graphs onnxruntime loads (fp16 is for GPUs; falls back to what was exported).")
 @click.option("--batch-size", "-b", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--steps", type=click.IntRange(1), default=4, show_default=True, help="Regeneration steps.")
 @click.option("--guidance-scale", type=float, default=1.0, show_default=True, help="1.0 = no classifier-free guidance.")
@@ -98,7 +101,7 @@ def models_option(f):
 @click.option("--attribute", type=click.Path(exists=True), default=None, metavar="GENERATORS.json",
               help="SemGIR-A: add per-generator probabilities and the most likely generator (the generators.json "
                    "written by `train attribution`).")
-def score(paths, out, fmt, method, models, backend, device, export_dir, batch_size, steps, guidance_scale, scheduler,
+def score(paths, out, fmt, method, models, backend, device, export_dir, precision, batch_size, steps, guidance_scale, scheduler,
           resolution, paper_reference, max_new_tokens, num_beams, seed, patch_model, resume, overwrite,
           num_shards, shard_id, no_progress, use_ray, ray_address, ray_actors, feature_cache, attribute):
     """Score images (files or folders, walked recursively); one row per input."""
@@ -117,7 +120,8 @@ def score(paths, out, fmt, method, models, backend, device, export_dir, batch_si
     cfg = ScorerConfig(method=method, models=models, backend=backend, device=device, batch_size=batch_size,
                        seed=seed, steps=steps, guidance_scale=guidance_scale, scheduler=scheduler,
                        resolution=resolution, max_new_tokens=max_new_tokens, num_beams=num_beams,
-                       patch_model=patch_model, feature_cache=feature_cache, attribute=attribute, export_dir=export_dir)
+                       patch_model=patch_model, feature_cache=feature_cache, attribute=attribute, export_dir=export_dir,
+                       precision=precision)
     if use_ray:  # -- distributed scoring on Ray Data: semgir_engine.distributed --
         from .distributed import score_with_ray
 

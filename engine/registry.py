@@ -43,19 +43,22 @@ def _semgir_specs(size: str) -> list[ComponentSpec]:
             tolerance=Tolerance(fp32_atol=2e-4, note="logits over a 30k vocabulary")),
         ComponentSpec(
             "blip_text_decoder_init", "captioner",
-            "BLIP text decoder, first step with a key/value cache: logits and the prefix's self-attention cache",
+            "BLIP text decoder, first step with a key/value cache: logits, the prefix's self-attention cache "
+            "and the image tokens' cross-attention keys/values",
             inputs=(TensorSpec("input_ids", "int64", (_B, "tokens")),
                     TensorSpec("encoder_hidden_states", "float32", (_B, n_patches, d.blip_hidden))),
             outputs=(TensorSpec("logits", "float32", (_B, "tokens", d.blip_vocab)),
-                     TensorSpec("present", "float32", (kv_layers, 2, _B, kv_heads, "tokens", kv_dim))),
+                     TensorSpec("present", "float32", (kv_layers, 2, _B, kv_heads, "tokens", kv_dim)),
+                     TensorSpec("cross_present", "float32", (kv_layers, 2, _B, kv_heads, n_patches, kv_dim))),
             profile={_B: (1, 2, 16), "tokens": (1, 8, 40)}, builder=_BUILD,
             tolerance=Tolerance(fp32_atol=2e-4, note="logits over a 30k vocabulary")),
         ComponentSpec(
             "blip_text_decoder_with_past", "captioner",
-            "BLIP text decoder, later steps: one new token per row plus the cache -> logits and the grown cache",
+            "BLIP text decoder, later steps: one new token per row plus both caches -> logits and the grown "
+            "self-attention cache",
             inputs=(TensorSpec("input_ids", "int64", (_B, 1)),
-                    TensorSpec("encoder_hidden_states", "float32", (_B, n_patches, d.blip_hidden)),
-                    TensorSpec("past", "float32", (kv_layers, 2, _B, kv_heads, "past", kv_dim))),
+                    TensorSpec("past", "float32", (kv_layers, 2, _B, kv_heads, "past", kv_dim)),
+                    TensorSpec("cross_past", "float32", (kv_layers, 2, _B, kv_heads, n_patches, kv_dim))),
             outputs=(TensorSpec("logits", "float32", (_B, 1, d.blip_vocab)),
                      TensorSpec("present", "float32", (kv_layers, 2, _B, kv_heads, "total", kv_dim))),
             profile={_B: (1, 2, 16), "past": (1, 8, 40)}, builder=_BUILD,

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 METHODS = ("auto", "semgir", "patch")
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "fp16")
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,8 @@ class ScorerConfig:
     max_new_tokens: int = 20
     num_beams: int = 1
     patch_model: str | None = None  # a patch-detector checkpoint; None = the shipped default
-    export_dir: str | None = None  # SemGIR ONNX export (`semgir-engine export`): enables onnxruntime / tensorrt
+    export_dir: str | None = None  # ONNX export (`semgir-engine export`): enables onnxruntime / tensorrt
+    precision: str = "fp32"  # which exported graphs the onnxruntime backend loads: fp32 | fp16
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = DEFAULT_MAX_BYTES
     feature_cache: str | None = None  # SemGIR feature cache: a folder, "auto" (see featcache) or None (off)
@@ -54,6 +56,8 @@ class ScorerConfig:
             raise UnknownNameError("method", self.method, METHODS)
         if self.backend not in BACKENDS:
             raise UnknownNameError("backend", self.backend, BACKENDS)
+        if self.precision not in PRECISIONS:
+            raise UnknownNameError("precision", self.precision, PRECISIONS)
         if self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         if self.steps < 1:
@@ -73,7 +77,12 @@ def resolve_method(cfg: ScorerConfig) -> str:
     if cfg.method != "auto":
         return cfg.method
     if cfg.export_dir:
-        return "semgir"  # an export directory holds SemGIR graphs
+        from .runtime.ort_semgir import PIPELINE_COMPONENTS, load_manifest
+
+        comps = load_manifest(cfg.export_dir).get("components", {})
+        if "patch_cnn" in comps and not any(n in comps for n in PIPELINE_COMPONENTS):
+            return "patch"  # an export of the patch detector alone
+        return "semgir"
     if cfg.models is not None and cfg.models not in ("auto", "real"):
         return "semgir"  # models were named explicitly: the user wants SemGIR
     return "semgir" if semgir_weights_available(cfg.models) else "patch"
@@ -146,7 +155,7 @@ class Scorer:
                 return TrtSemgir(c.export_dir, **kw)
             from .runtime.ort_semgir import OrtSemgir
 
-            return OrtSemgir(c.export_dir, device="cpu" if c.device == "cpu" else "auto", **kw)
+            return OrtSemgir(c.export_dir, precision=c.precision, device="cpu" if c.device == "cpu" else "auto", **kw)
         from .semgir.models import RegenConfig
         from .semgir.sources import ModelSource
         from .semgir.torch_backend import TorchSemgir
@@ -179,9 +188,26 @@ class Scorer:
     def _load_patch(self):
         from .patch.detector import PatchDetector
 
-        if self.config.attribute:
+        c = self.config
+        if c.attribute:
             raise SemgirError("attribution (--attribute) needs the SemGIR method (--method semgir)")
-        return PatchDetector.load(self.config.patch_model)
+        backend = self._backend()
+        if backend == "torch":
+            return PatchDetector.load(c.patch_model)
+        if not c.export_dir:
+            raise SemgirError(f"backend {backend!r} needs an export directory (--export-dir) holding patch_cnn: "
+                              "`semgir-engine export --components patch_cnn --out DIR`")
+        if c.patch_model:
+            raise SemgirError("--patch-model applies to the torch backend; export that model with "
+                              "`semgir-engine export --components patch_cnn --patch-model PATH` instead")
+        log.info("loading the patch-shuffle detector (%s) from %s", backend, c.export_dir)
+        if backend == "tensorrt":
+            from .runtime.trt import trt_patch_detector
+
+            return trt_patch_detector(c.export_dir, fp16=c.precision == "fp16")
+        from .runtime.ort_patch import OrtPatchDetector
+
+        return OrtPatchDetector(c.export_dir, precision=c.precision, device="cpu" if c.device == "cpu" else "auto")
 
     # -- scoring -------------------------------------------------------------------------------
     def _label(self, p: float) -> str | None:

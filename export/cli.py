@@ -14,8 +14,11 @@ import click
 @click.command("export")
 @click.option("--components", default="all", show_default=True, metavar="NAMES|all",
               help="Comma-separated component names (see `semgir-engine info`), or 'all'.")
-@click.option("--models", required=True, metavar="tiny|random|DIR",
-              help="Weights: 'tiny' (tests), 'random' (full-size random weights) or a directory of real weights.")
+@click.option("--models", default=None, metavar="tiny|random|DIR",
+              help="SemGIR weights: 'tiny' (tests), 'random' (full-size random weights) or a directory of real "
+                   "weights. Required unless only patch_cnn is exported.")
+@click.option("--patch-model", type=click.Path(exists=True), default=None,
+              help="Patch-shuffle model that patch_cnn exports (model.json or its folder; default: the shipped one).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=str),
               help="Export directory (graphs, tokenizer files, manifest.json).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
@@ -26,7 +29,8 @@ import click
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--triton-repo", type=click.Path(file_okay=False, path_type=str), default=None,
               help="Also write a Triton model repository for the exported components (see docs/triton.md).")
-def export_cmd(components, models, out_dir, precision, opset, force, no_validate, no_progress, triton_repo):
+def export_cmd(components, models, patch_model, out_dir, precision, opset, force, no_validate, no_progress,
+               triton_repo):
     """Export SemGIR components to ONNX and validate each against PyTorch."""
     from ..deps import require
     from ..semgir.sources import ModelSource
@@ -40,6 +44,11 @@ def export_cmd(components, models, out_dir, precision, opset, force, no_validate
     from .onnx_export import export_components, resolve_names
 
     names = resolve_names(components)
+    if models is None:
+        semgir = [n for n in names if n != "patch_cnn"]
+        if semgir:
+            raise click.UsageError(f"--models is required to export {', '.join(semgir)} (tiny, random or a weights folder)")
+        models = "tiny"  # patch_cnn does not depend on the SemGIR weights
     src = ModelSource.parse(models)
     bar = None
     if not no_progress:
@@ -61,7 +70,7 @@ def export_cmd(components, models, out_dir, precision, opset, force, no_validate
 
     try:
         export_components(names, src, out_dir, Precision(precision), opset=opset, force=force,
-                          check=not no_validate, on_start=started, on_done=done)
+                          check=not no_validate, on_start=started, on_done=done, patch_model=patch_model)
     finally:
         if bar is not None:
             bar.close()

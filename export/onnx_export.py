@@ -132,10 +132,10 @@ def onnx_file_name(name: str, precision: Precision) -> str:
     return f"{name}.{precision.value}.onnx"
 
 
-def _bundles(src):
+def _bundles(src, patch_model: str | None = None):
     from ..semgir.components import Bundles  # torch: imported only when exporting
 
-    return Bundles(src)
+    return Bundles(src, patch_model)
 
 
 def __getattr__(name: str):  # `from semgir_engine.export.onnx_export import Bundles` stays lazy
@@ -343,6 +343,11 @@ def export_component(name: str, src, out_dir: str | os.PathLike, precision: Prec
 # ------------------------------------------------------------------------------------------
 # pipeline assets: tokenizers and the settings a runtime needs besides the graphs
 # ------------------------------------------------------------------------------------------
+#: the patch-shuffle manifest entries a runtime needs beside the graph (no weights: the graph holds them)
+PATCH_RUNTIME_KEYS = ("format", "format_version", "version", "weights_sha256", "config", "preprocessing", "threshold",
+                      "temperature", "test_time")
+
+
 def write_pipeline_assets(names: Iterable[str], bundles: Bundles, out_dir: str | os.PathLike) -> dict:
     """Tokenizer files and pipeline settings for the components in ``names`` (merged into the manifest)."""
     out = Path(out_dir)
@@ -400,6 +405,10 @@ def write_pipeline_assets(names: Iterable[str], bundles: Bundles, out_dir: str |
     if names & {"clip_image", "clip_text"}:
         e = bundles.embedder()
         pipe["embedder"] = {"dim": e.dim, "preprocess": registry.get("clip_image", size).to_dict()["preprocess"]}
+    if "patch_cnn" in names:
+        # the runtime needs the model's own manifest (preprocessing, temperature, threshold), never its weights
+        det = bundles.patch_detector()
+        pipe["patch"] = {k: det.manifest[k] for k in PATCH_RUNTIME_KEYS if k in det.manifest}
     if "semgir_head" in names:
         _, head_manifest = bundles.head()
         pipe["head"] = {"threshold": float(head_manifest.get("threshold", 0.5)),
@@ -427,8 +436,10 @@ def resolve_names(components: str | Iterable[str] | None) -> list[str]:
 def export_components(components, src, out_dir: str | os.PathLike, precision: Precision = Precision.FP32,
                       opset: int = 18, force: bool = False, check: bool = True,
                       on_done: Callable[[ExportRecord], None] | None = None,
-                      on_start: Callable[[str], None] | None = None) -> list[ExportRecord]:
-    """Export several components (each validated) and the pipeline assets they need."""
+                      on_start: Callable[[str], None] | None = None,
+                      patch_model: str | None = None) -> list[ExportRecord]:
+    """Export several components (each validated) and the pipeline assets they need.
+    ``patch_model``: the patch-shuffle model that ``patch_cnn`` exports (default: the shipped one)."""
     names = resolve_names(components)
     out = Path(out_dir)
     manifest = read_manifest(out)
@@ -438,7 +449,7 @@ def export_components(components, src, out_dir: str | os.PathLike, precision: Pr
         if clash:
             raise ExportExistsError(f"{out} already holds {', '.join(clash)} ({Precision(precision).value}); "
                                     "pass --force to replace")
-    bundles = _bundles(src)
+    bundles = _bundles(src, patch_model)
     records = []
     for n in names:
         if on_start:

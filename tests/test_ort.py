@@ -242,13 +242,12 @@ def test_kv_cache_decoding_equals_full_recompute(ort_scorer, export_dir):
     from semgir_engine.runtime.ort import OrtRunner
     from semgir_engine.runtime.ort_semgir import OrtSemgir
 
-    o = ort_scorer._impl
+    o = ort_scorer._impl.captioner
     assert o.kv_cache  # the export holds the init and with-past graphs
-    full = OrtSemgir(export_dir)
+    full = OrtSemgir(export_dir).captioner
     full.kv_cache = False
     full.blip_decoder = OrtRunner(export_dir / "blip_text_decoder.fp32.onnx", device="cpu")
-    from semgir_engine.preprocess import preprocess_batch
 
-    enc = o.blip_vision(pixel_values=preprocess_batch(images(4), o.blip_pp))["image_embeds"]
+    enc = o.encode(images(4))
     a, b = o.greedy(enc), full.greedy(enc)
     assert a.shape == b.shape and (a == b).all()

@@ -68,13 +68,16 @@ def read_model_manifest(path: Path) -> dict:
     return meta
 
 
-class PatchDetector:
-    """A loaded, checked patch-shuffle model; ``predict`` returns calibrated ``p_ai``."""
+class PatchRuntime:
+    """What every patch-shuffle backend shares (torch-free): the checked manifest, the numpy
+    preprocessing, batching, and temperature calibration. Subclasses supply ``_logits`` for one
+    preprocessed batch (N, 3, S, S) float32 -> (N,) logits."""
 
     method = "patch"
+    backend = "torch"
+    random_weights = False
 
-    def __init__(self, model, manifest: dict, manifest_path: Path | None = None):
-        self.model = model.eval()
+    def __init__(self, manifest: dict, manifest_path: Path | None = None):
         self.manifest = manifest
         self.manifest_path = manifest_path
         self.preprocess = PreprocessConfig.from_dict(manifest["preprocessing"])
@@ -91,6 +94,35 @@ class PatchDetector:
     @property
     def temperature(self) -> float:
         return float(self.manifest["temperature"])
+
+    def _logits(self, x: np.ndarray, k_shuffles: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict_logits(self, images: Sequence[np.ndarray], batch_size: int = 32,
+                       k_shuffles: int | None = None) -> np.ndarray:
+        """Raw (uncalibrated) logits of uint8 RGB images, in input order."""
+        k = self.k_shuffles if k_shuffles is None else int(k_shuffles)
+        out = [np.asarray(self._logits(prepare_batch(images[i : i + batch_size], self.preprocess), k), np.float64)
+               for i in range(0, len(images), batch_size)]
+        return np.concatenate(out) if out else np.zeros(0, np.float64)
+
+    def calibrate(self, logits: np.ndarray) -> np.ndarray:
+        """Logits -> calibrated p_ai (temperature scaling fitted on validation data)."""
+        z = np.asarray(logits, dtype=np.float64) / self.temperature
+        return np.exp(-np.logaddexp(0.0, -z))
+
+    def predict(self, images: Sequence[np.ndarray], batch_size: int = 32,
+                k_shuffles: int | None = None) -> np.ndarray:
+        """Calibrated ``p_ai`` in [0, 1] for each uint8 (H, W, 3) RGB image; AI if ``p >= threshold``."""
+        return self.calibrate(self.predict_logits(images, batch_size, k_shuffles))
+
+
+class PatchDetector(PatchRuntime):
+    """A loaded, checked patch-shuffle model on torch; ``predict`` returns calibrated ``p_ai``."""
+
+    def __init__(self, model, manifest: dict, manifest_path: Path | None = None):
+        super().__init__(manifest, manifest_path)
+        self.model = model.eval()
 
     @classmethod
     def load(cls, path: str | Path | None = None, *, threads: int | None = None) -> "PatchDetector":
@@ -126,25 +158,8 @@ class PatchDetector:
         log.info("loaded patch-shuffle model %s from %s", meta["version"], wpath)
         return cls(model, meta, mpath)
 
-    def predict_logits(self, images: Sequence[np.ndarray], batch_size: int = 32,
-                       k_shuffles: int | None = None) -> np.ndarray:
-        """Raw (uncalibrated) logits of uint8 RGB images, in input order."""
+    def _logits(self, x: np.ndarray, k_shuffles: int) -> np.ndarray:
         import torch
 
-        k = self.k_shuffles if k_shuffles is None else int(k_shuffles)
-        out = []
         with torch.inference_mode():
-            for i in range(0, len(images), batch_size):
-                x = torch.from_numpy(prepare_batch(images[i : i + batch_size], self.preprocess))
-                out.append(self.model.predict_logits(x, k_shuffles=k).numpy().astype(np.float64))
-        return np.concatenate(out) if out else np.zeros(0, np.float64)
-
-    def calibrate(self, logits: np.ndarray) -> np.ndarray:
-        """Logits -> calibrated p_ai (temperature scaling fitted on validation data)."""
-        z = np.asarray(logits, dtype=np.float64) / self.temperature
-        return np.exp(-np.logaddexp(0.0, -z))
-
-    def predict(self, images: Sequence[np.ndarray], batch_size: int = 32,
-                k_shuffles: int | None = None) -> np.ndarray:
-        """Calibrated ``p_ai`` in [0, 1] for each uint8 (H, W, 3) RGB image; AI if ``p >= threshold``."""
-        return self.calibrate(self.predict_logits(images, batch_size, k_shuffles))
+            return self.model.predict_logits(torch.from_numpy(x), k_shuffles=k_shuffles).numpy()

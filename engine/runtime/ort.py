@@ -46,7 +46,7 @@ def choose_providers(requested: Sequence[str] | None = None, device: str = "auto
     return chosen or ["CPUExecutionProvider"]
 
 
-def session_options(intra_threads: int | None = None, optimization: str = "extended"):
+def session_options(intra_threads: int | None = None, optimization: str = "all"):
     """Session options for this engine: no spinning worker threads (they steal the cores of
     whatever runs next), and an explicit thread count when given (``SEMGIR_ORT_THREADS``)."""
     ort = _ort()

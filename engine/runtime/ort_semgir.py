@@ -68,6 +68,72 @@ def component_file(export_dir: str | Path, manifest: dict, name: str, precision:
     return path
 
 
+class OrtCaptioner:
+    """BLIP captioning on exported graphs: vision encoder, then greedy decoding with the key/value-cache
+    graphs when exported (else full recompute of the prefix at every step)."""
+
+    def __init__(self, export_dir: Path, manifest: dict, runner: Callable[[str], Callable], max_new_tokens: int = 20):
+        cap = manifest.get("pipeline", {}).get("captioner")
+        if not cap:
+            raise ExportDirError(f"{export_dir}: manifest lacks the captioner settings; export blip_vision and "
+                                 "the blip_text_decoder graphs")
+        self.max_new_tokens = max_new_tokens
+        self.bos, self.eos, self.pad = int(cap["bos_token_id"]), int(cap["eos_token_id"]), int(cap["pad_token_id"])
+        self.generation = cap.get("generation", {}) or {}
+        self.preprocess = _preprocess(cap["preprocess"])
+        self.decoder = WordPieceDecoder(Path(export_dir) / cap["vocab_file"], cap["special_ids"])
+        self.blip_vision = runner("blip_vision")
+        comps = manifest.get("components", {})
+        self.kv_cache = "blip_text_decoder_init" in comps and "blip_text_decoder_with_past" in comps
+        if self.kv_cache:  # generation reuses the prefix's keys/values instead of recomputing them
+            self.decoder_init, self.decoder_with_past = (runner("blip_text_decoder_init"),
+                                                         runner("blip_text_decoder_with_past"))
+        else:
+            self.blip_decoder = runner("blip_text_decoder")
+
+    def encode(self, images: list[np.ndarray]) -> np.ndarray:
+        return self.blip_vision(pixel_values=preprocess_batch(images, self.preprocess))["image_embeds"]
+
+    def __call__(self, images: list[np.ndarray]) -> list[str]:
+        return self.decoder.batch_decode(self.greedy(self.encode(images)))
+
+    def greedy(self, encoder_hidden_states: np.ndarray) -> np.ndarray:
+        """Greedy decoding as ``generate(do_sample=False, num_beams=1)``: start at BOS, stop at EOS,
+        finished rows continue with PAD. With the key/value-cache graphs each step feeds only the new
+        token; otherwise the decoder re-runs on the whole prefix."""
+        n = encoder_hidden_states.shape[0]
+        ids = np.full((n, 1), self.bos, np.int64)
+        done = np.zeros(n, bool)
+        rep = float(self.generation.get("repetition_penalty") or 1.0)
+        min_len = int(self.generation.get("min_length") or 0)
+        past = cross = None
+        for _ in range(self.max_new_tokens):
+            if not self.kv_cache:
+                out = self.blip_decoder(input_ids=ids, encoder_hidden_states=encoder_hidden_states)
+            elif past is None:
+                out = self.decoder_init(input_ids=ids, encoder_hidden_states=encoder_hidden_states)
+            else:
+                out = self.decoder_with_past(input_ids=ids[:, -1:], past=past, cross_past=cross)
+            past = out.get("present")
+            cross = out.get("cross_present", cross)
+            logits = out["logits"][:, -1, :]
+            logits = logits.astype(np.float32, copy=True)
+            if rep != 1.0:
+                for r in range(n):
+                    seen = np.unique(ids[r])
+                    s = logits[r, seen]
+                    logits[r, seen] = np.where(s < 0, s * rep, s / rep)
+            if ids.shape[1] < min_len:
+                logits[:, self.eos] = -np.inf
+            nxt = logits.argmax(-1).astype(np.int64)
+            nxt = np.where(done, self.pad, nxt)
+            ids = np.concatenate([ids, nxt[:, None]], 1)
+            done |= nxt == self.eos
+            if done.all():
+                break
+        return ids
+
+
 class OrtSemgir:
     """Every SemGIR stage on ONNX Runtime; implements :class:`..semgir.pipeline.SemgirStages`."""
 
@@ -96,13 +162,7 @@ class OrtSemgir:
         self.resolution = int(resolution or reg["resolution"])
         if self.resolution % (self.vae_scale * 4):
             raise SemgirError(f"resolution {self.resolution} must be a multiple of {self.vae_scale * 4}")
-        cap = pipe["captioner"]
-        self.max_new_tokens = max_new_tokens
-        self.bos, self.eos, self.pad = int(cap["bos_token_id"]), int(cap["eos_token_id"]), int(cap["pad_token_id"])
-        self.generation = cap.get("generation", {}) or {}
-        self.blip_pp = _preprocess(cap["preprocess"])
         self.clip_pp = _preprocess(pipe["embedder"]["preprocess"])
-        self.decoder = WordPieceDecoder(self.dir / cap["vocab_file"], cap["special_ids"])
         ct = pipe["clip_tokenizer"]
         self.clip_tokenizer = ClipBpeTokenizer(self.dir / ct["bpe_file"], int(ct.get("context_length", 77)),
                                                pad_id=int(reg.get("tokenizer_pad_id", 0)))
@@ -113,14 +173,7 @@ class OrtSemgir:
                 return runner_factory(name, path)
             return OrtRunner(path, providers, device)
 
-        self.blip_vision = runner("blip_vision")
-        comps = m.get("components", {})
-        self.kv_cache = "blip_text_decoder_init" in comps and "blip_text_decoder_with_past" in comps
-        if self.kv_cache:  # generation reuses the prefix's keys/values instead of recomputing them
-            self.decoder_init, self.decoder_with_past = (runner("blip_text_decoder_init"),
-                                                         runner("blip_text_decoder_with_past"))
-        else:
-            self.blip_decoder = runner("blip_text_decoder")
+        self.captioner = OrtCaptioner(self.dir, m, runner, max_new_tokens)
         self.text_encoder, self.unet, self.vae_decoder = runner("sd_text_encoder"), runner("unet"), runner("vae_decoder")
         self.clip_image, self.head = runner("clip_image"), runner("semgir_head")
         self.random_weights = pipe.get("source", {}).get("kind", "real") != "real"
@@ -130,45 +183,7 @@ class OrtSemgir:
 
     # -- caption -------------------------------------------------------------------------------
     def caption(self, images: list[np.ndarray]) -> list[str]:
-        pixels = preprocess_batch(images, self.blip_pp)
-        enc = self.blip_vision(pixel_values=pixels)["image_embeds"]
-        return self.decoder.batch_decode(self.greedy(enc))
-
-    def greedy(self, encoder_hidden_states: np.ndarray) -> np.ndarray:
-        """Greedy decoding as ``generate(do_sample=False, num_beams=1)``: start at BOS, stop at EOS,
-        finished rows continue with PAD. With the key/value-cache graphs each step feeds only the new
-        token; otherwise the decoder re-runs on the whole prefix."""
-        n = encoder_hidden_states.shape[0]
-        ids = np.full((n, 1), self.bos, np.int64)
-        done = np.zeros(n, bool)
-        rep = float(self.generation.get("repetition_penalty") or 1.0)
-        min_len = int(self.generation.get("min_length") or 0)
-        past = None
-        for _ in range(self.max_new_tokens):
-            if not self.kv_cache:
-                out = self.blip_decoder(input_ids=ids, encoder_hidden_states=encoder_hidden_states)
-            elif past is None:
-                out = self.decoder_init(input_ids=ids, encoder_hidden_states=encoder_hidden_states)
-            else:
-                out = self.decoder_with_past(input_ids=ids[:, -1:], encoder_hidden_states=encoder_hidden_states,
-                                             past=past)
-            past = out.get("present")
-            logits = out["logits"][:, -1, :]
-            logits = logits.astype(np.float32, copy=True)
-            if rep != 1.0:
-                for r in range(n):
-                    seen = np.unique(ids[r])
-                    s = logits[r, seen]
-                    logits[r, seen] = np.where(s < 0, s * rep, s / rep)
-            if ids.shape[1] < min_len:
-                logits[:, self.eos] = -np.inf
-            nxt = logits.argmax(-1).astype(np.int64)
-            nxt = np.where(done, self.pad, nxt)
-            ids = np.concatenate([ids, nxt[:, None]], 1)
-            done |= nxt == self.eos
-            if done.all():
-                break
-        return ids
+        return self.captioner(images)
 
     # -- regenerate ----------------------------------------------------------------------------
     def encode_text(self, captions: list[str]) -> np.ndarray:

@@ -23,7 +23,7 @@ import logging
 import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -275,6 +275,28 @@ def _semgir_base():
     return OrtSemgir
 
 
+def engine_factory(export_dir, cache_dir: str | os.PathLike | None = None, cuda_graphs: bool = True,
+                   fp16: bool = True) -> Callable[[str, Path], "TrtRunner"]:
+    """``factory(component, onnx_path)`` -> a TensorRT runner whose engine is built (through the
+    artifact cache) from that exported graph; what the ORT runtimes take as ``runner_factory``."""
+    _trt()
+    _torch_cuda()
+    from .ort_semgir import load_manifest
+    from .. import registry
+
+    manifest = load_manifest(export_dir)
+    size = manifest.get("pipeline", {}).get("size", "full")
+
+    def factory(name: str, onnx_path: Path):
+        entries = manifest["components"][name]
+        entry = next(e for e in entries.values() if e["file"] == onnx_path.name)
+        spec = registry.get(name, size)
+        art = cached_engine(name, onnx_path, entry["sha256"], spec, fp16=fp16, cache_dir=cache_dir)
+        return TrtRunner(art.path(f"{name}.engine"), cuda_graphs=cuda_graphs)
+
+    return factory
+
+
 class TrtSemgir:
     """The SemGIR stages with every graph on TensorRT: engines come from the export directory's
     ONNX files (fp16 graphs preferred) through the artifact cache. Same decoding, tokenizers,
@@ -282,22 +304,16 @@ class TrtSemgir:
 
     def __new__(cls, export_dir, cache_dir: str | os.PathLike | None = None, cuda_graphs: bool = True,
                 fp16: bool = True, **kw):
-        _trt()
-        _torch_cuda()
-        from .ort_semgir import load_manifest
-        from .. import registry
-
-        manifest = load_manifest(export_dir)
-        size = manifest.get("pipeline", {}).get("size", "full")
-
-        def factory(name: str, onnx_path: Path):
-            entries = manifest["components"][name]
-            entry = next(e for e in entries.values() if e["file"] == onnx_path.name)
-            spec = registry.get(name, size)
-            art = cached_engine(name, onnx_path, entry["sha256"], spec, fp16=fp16, cache_dir=cache_dir)
-            return TrtRunner(art.path(f"{name}.engine"), cuda_graphs=cuda_graphs)
-
+        factory = engine_factory(export_dir, cache_dir, cuda_graphs, fp16)
         kw.setdefault("precision", "fp16" if fp16 else "fp32")
         stages = _semgir_base()(export_dir, runner_factory=factory, **kw)
         stages.providers = ["tensorrt"]
         return stages
+
+
+def trt_patch_detector(export_dir, cache_dir: str | os.PathLike | None = None, fp16: bool = True):
+    """The patch-shuffle detector with its CNN as a TensorRT engine (see :mod:`.ort_patch`)."""
+    from .ort_patch import OrtPatchDetector
+
+    return OrtPatchDetector(export_dir, precision="fp16" if fp16 else "fp32",
+                            runner_factory=engine_factory(export_dir, cache_dir, fp16=fp16), backend="tensorrt")

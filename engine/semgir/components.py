@@ -31,10 +31,9 @@ class BlipTextDecoder(nn.Module):
         return self.decoder(input_ids=input_ids, encoder_hidden_states=encoder_hidden_states, use_cache=False).logits
 
 
-def _stack_self_attention_cache(cache) -> torch.Tensor:
-    """(layers, 2, batch, heads, tokens, head_dim) from a transformers cache (self-attention part)."""
-    self_cache = getattr(cache, "self_attention_cache", cache)
-    return torch.stack([torch.stack([layer.keys, layer.values]) for layer in self_cache.layers])
+def _stack(cache) -> torch.Tensor:
+    """(layers, 2, batch, heads, tokens, head_dim) from one transformers DynamicCache."""
+    return torch.stack([torch.stack([layer.keys, layer.values]) for layer in cache.layers])
 
 
 def _cache_kw(decoder, cache) -> dict:
@@ -45,37 +44,54 @@ def _cache_kw(decoder, cache) -> dict:
     return {name: cache}
 
 
+def _unstack(stacked: torch.Tensor, config):
+    from transformers.cache_utils import DynamicCache
+
+    return DynamicCache(ddp_cache_data=[(stacked[i, 0], stacked[i, 1]) for i in range(stacked.shape[0])],
+                        config=config)
+
+
 class BlipTextDecoderInit(nn.Module):
-    """First decoding step with a key/value cache: logits and the self-attention cache of the prefix."""
+    """First decoding step with a key/value cache: logits, the prefix's self-attention cache and the
+    cross-attention keys/values of the image tokens (computed once per image, reused at every step)."""
 
     def __init__(self, blip):
         super().__init__()
         self.decoder = blip.text_decoder
 
     def forward(self, input_ids, encoder_hidden_states):
-        from transformers.cache_utils import DynamicCache
+        from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
+        cfg = self.decoder.config
+        cache = EncoderDecoderCache(DynamicCache(config=cfg), DynamicCache(config=cfg))
         out = self.decoder(input_ids=input_ids, encoder_hidden_states=encoder_hidden_states,
-                           use_cache=True, **_cache_kw(self.decoder, DynamicCache(config=self.decoder.config)))
-        return out.logits, _stack_self_attention_cache(out.past_key_values)
+                           use_cache=True, **_cache_kw(self.decoder, cache))
+        c = out.past_key_values
+        return out.logits, _stack(c.self_attention_cache), _stack(c.cross_attention_cache)
 
 
 class BlipTextDecoderWithPast(nn.Module):
-    """Later decoding steps: new token ids plus the cache (stacked as above) -> logits and the grown cache.
-    Cross-attention keys/values are recomputed from ``encoder_hidden_states`` (not cached)."""
+    """Later decoding steps: new token ids plus both caches (stacked as above) -> logits and the grown
+    self-attention cache. The image enters only through the cached cross-attention keys/values, so a
+    step costs a few token-sized matrix products instead of re-projecting every image token."""
 
     def __init__(self, blip):
         super().__init__()
         self.decoder = blip.text_decoder
 
-    def forward(self, input_ids, encoder_hidden_states, past):
-        from transformers.cache_utils import DynamicCache
+    def forward(self, input_ids, past, cross_past):
+        from transformers.cache_utils import EncoderDecoderCache
 
-        cache = DynamicCache(ddp_cache_data=[(past[i, 0], past[i, 1]) for i in range(past.shape[0])],
-                             config=self.decoder.config)
-        out = self.decoder(input_ids=input_ids, encoder_hidden_states=encoder_hidden_states, use_cache=True,
+        cfg = self.decoder.config
+        cache = EncoderDecoderCache(_unstack(past, cfg), _unstack(cross_past, cfg))
+        for i in range(cross_past.shape[0]):
+            cache.is_updated[i] = True  # cross keys/values are final: use them, never re-project
+        # the decoder runs its cross-attention only when encoder states are given; with the cache marked
+        # as updated they are never read, so a (batch, 1, hidden) stand-in carries the flag
+        flag = cross_past[0, 0, :, :1, :1, :1].reshape(cross_past.shape[2], 1, 1).expand(-1, 1, cfg.hidden_size)
+        out = self.decoder(input_ids=input_ids, encoder_hidden_states=flag, use_cache=True,
                            **_cache_kw(self.decoder, cache))
-        return out.logits, _stack_self_attention_cache(out.past_key_values)
+        return out.logits, _stack(out.past_key_values.self_attention_cache)
 
 
 class SdTextEncoder(nn.Module):
@@ -164,8 +180,9 @@ class Bundles:
     """Builds each SemGIR bundle at most once per source and hands out the per-component modules
     (the full-size UNet takes a while to build; export and benchmarks ask for many components)."""
 
-    def __init__(self, src: ModelSource):
+    def __init__(self, src: ModelSource, patch_model: str | None = None):
         self.src = src
+        self.patch_model = patch_model  # a trained patch-shuffle model; None = the shipped one
         self._cache: dict[str, object] = {}
 
     def _get(self, key: str, build):
@@ -193,11 +210,25 @@ class Bundles:
 
         return self._get("head", lambda: SemgirHead.build(self.src, self.embedder().dim))
 
-    def patch(self):
-        """The shipped patch-shuffle network (the same at every model size)."""
+    def patch_detector(self):
+        """The patch-shuffle detector (shipped, or ``patch_model``; the same at every model size)."""
+        from .. import registry
+        from ..errors import SemgirError
         from ..patch.detector import PatchDetector
 
-        return self._get("patch", lambda: PatchDetector.load(None).model)
+        def load():
+            det = PatchDetector.load(self.patch_model)
+            side = registry.get("patch_cnn").inputs[0].shape[-1]
+            cfg = det.model.cfg
+            if cfg.preprocess.size != side or cfg.n_patches != 16:
+                raise SemgirError(f"patch model {det.version}: {cfg.preprocess.size} px in {cfg.n_patches} patches, but "
+                                  f"the patch_cnn component is {side} px in 16 patches; it cannot be exported")
+            return det
+
+        return self._get("patch", load)
+
+    def patch(self):
+        return self.patch_detector().model
 
     def module(self, name: str) -> nn.Module:
         if name not in _WRAPPERS:

@@ -1,0 +1,67 @@
+"""The patch-shuffle detector on ONNX Runtime (or TensorRT), from an export directory (torch-free).
+
+The export holds ``patch_cnn`` (identity patch order, one uncalibrated logit per image) and, in
+its manifest, the patch model's own manifest entries (preprocessing, temperature, threshold,
+version, weights hash). Preprocessing, batching and calibration are shared with the torch
+detector (:class:`..patch.detector.PatchRuntime`), so the backends differ only in the network.
+
+Test-time K-shuffle averaging (``k_shuffles > 0``) draws torch permutations and stays on the
+torch backend; the shipped model uses the identity order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..errors import SemgirError
+from ..patch.detector import MODEL_FORMAT, PatchRuntime
+from .ort import OrtRunner
+from .ort_semgir import ExportDirError, component_file, load_manifest
+
+COMPONENT = "patch_cnn"
+
+
+def has_patch(export_dir: str | Path) -> bool:
+    """True when the export directory holds a patch_cnn graph and its model settings."""
+    try:
+        m = load_manifest(export_dir)
+    except ExportDirError:
+        return False
+    return COMPONENT in m.get("components", {}) and "patch" in m.get("pipeline", {})
+
+
+class OrtPatchDetector(PatchRuntime):
+    """``predict`` / ``predict_logits`` like :class:`..patch.detector.PatchDetector`, on an exported graph."""
+
+    def __init__(self, export_dir: str | Path, precision: str = "fp32", providers: Sequence[str] | None = None,
+                 device: str = "auto", verify: bool = True,
+                 runner_factory: Callable[[str, Path], Callable] | None = None, backend: str = "onnxruntime"):
+        self.dir = Path(export_dir)
+        m = load_manifest(self.dir)
+        meta = m.get("pipeline", {}).get("patch")
+        if not meta:
+            raise ExportDirError(f"{self.dir} holds no patch-shuffle model settings; export it with "
+                                 f"`semgir-engine export --components {COMPONENT} --out {self.dir}`")
+        if meta.get("format") != MODEL_FORMAT:
+            raise ExportDirError(f"{self.dir}: patch settings of an unknown format {meta.get('format')!r}")
+        super().__init__(meta)
+        entries = m.get("components", {}).get(COMPONENT, {})
+        path = component_file(self.dir, m, COMPONENT, precision, verify)
+        self.precision = next((p for p, e in entries.items() if e["file"] == path.name), precision)
+        self.runner = runner_factory(COMPONENT, path) if runner_factory else OrtRunner(path, providers, device)
+        self.backend = backend
+        self.providers = self.runner.session.get_providers() if hasattr(self.runner, "session") else [backend]
+
+    @property
+    def version(self) -> str:
+        base = str(self.manifest["version"])
+        return base if self.precision == "fp32" else f"{base}+{self.precision}"
+
+    def _logits(self, x: np.ndarray, k_shuffles: int) -> np.ndarray:
+        if k_shuffles:
+            raise SemgirError(f"test-time shuffle averaging (k_shuffles={k_shuffles}) runs on the torch backend "
+                              "only; use --backend torch or a model with k_shuffles 0")
+        return self.runner(pixel_values=x)["logit"].reshape(-1)
