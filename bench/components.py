@@ -179,9 +179,11 @@ def ensure_exported(name: str, src, export_dir: str | Path, prec: Precision, bun
     """The component's ONNX file in ``export_dir``, exported (unvalidated: the benchmark measures
     parity itself) unless the manifest already records it."""
     from ..export.onnx_export import export_component, onnx_file_name, read_manifest
+    from ..runtime.ort_semgir import spec_current
 
     path = Path(export_dir) / onnx_file_name(name, prec)
-    if not (path.exists() and prec.value in read_manifest(export_dir).get("components", {}).get(name, {})):
+    entry = read_manifest(export_dir).get("components", {}).get(name, {}).get(prec.value)
+    if not (path.exists() and entry and spec_current(name, entry)):
         log.info("exporting %s (%s) for the benchmark", name, prec.value)
         export_component(name, src, export_dir, prec, force=True, bundles=bundles, check=False)
     return path

@@ -48,6 +48,14 @@ def load_manifest(export_dir: str | Path) -> dict:
         raise ExportDirError(f"{p} is not valid JSON: {exc}") from exc
 
 
+def spec_current(name: str, entry: dict) -> bool:
+    """True when a manifest entry was exported from the spec this engine registers (at either size)."""
+    from .. import registry
+
+    digest = entry.get("spec_digest")
+    return digest is None or digest in {registry.get(name, size).digest() for size in ("tiny", "full")}
+
+
 def component_file(export_dir: str | Path, manifest: dict, name: str, precision: str = "fp32",
                    verify: bool = False) -> Path:
     """Path of one exported graph (the requested precision, else any), optionally sha256-checked."""
@@ -56,6 +64,9 @@ def component_file(export_dir: str | Path, manifest: dict, name: str, precision:
         raise ExportDirError(f"{export_dir} holds no {name!r} graph (has: {sorted(manifest.get('components', {}))}); "
                              f"export it with `semgir-engine export --components {name}`")
     entry = entries.get(precision) or next(iter(entries.values()))
+    if not spec_current(name, entry):
+        raise ExportDirError(f"{export_dir}: {name} was exported with another version of its spec (inputs/outputs "
+                             f"changed since); re-export it with `semgir-engine export --components {name} --force`")
     path = Path(export_dir) / entry["file"]
     if not path.is_file():
         raise ExportDirError(f"{path} is listed in the manifest but missing")
