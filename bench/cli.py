@@ -74,12 +74,20 @@ def write_report(out: Path, data: dict) -> None:
                   + (f"resolution {e2e[0]['config']['resolution']} px" if e2e[0]['config'].get('resolution')
                      else "the models' native resolution")
                   + f", batch 1, {data.get('e2e_warmup', 1)} warm-up image(s) per configuration.", "",
-                  "| configuration | s/image | images/s | speed-up vs paper reference | per-stage ms/image |", "|---|---|---|---|---|"]
+                  "| configuration | s/image | images/s | speed-up vs paper reference | per-stage ms/image "
+                  "| max abs p_ai diff vs few-step torch | decisions agreeing (p >= 0.5) |", "|---|---|---|---|---|---|---|"]
         ref = e2e[0]["images_per_s"] if e2e[0]["config"].get("steps") == 50 else None
+        base = next((r for r in e2e if r["config"].get("backend") == "torch" and r["config"].get("steps") != 50), None)
         for r in e2e:
             stages = ", ".join(f"{k} {v:.0f}" for k, v in r["stage_ms_per_image"].items())
             speed = f"{r['images_per_s'] / ref:.1f}x" if ref else "-"
-            lines.append(f"| {r['label']} | {1 / r['images_per_s']:.2f} | {r['images_per_s']:.3f} | {speed} | {stages} |")
+            diff = agree = "-"
+            if base is not None and r is not base and r["config"].get("steps") == base["config"].get("steps"):
+                a, b = np.array(r["p_ai"], float), np.array(base["p_ai"], float)
+                diff = f"{np.abs(a - b).max():.1e}"
+                agree = f"{int(((a >= 0.5) == (b >= 0.5)).sum())}/{a.size}"
+            lines.append(f"| {r['label']} | {1 / r['images_per_s']:.2f} | {r['images_per_s']:.3f} | {speed} | {stages} "
+                         f"| {diff} | {agree} |")
         lines.append("")
     if data.get("patch_accuracy"):
         from .patch_accuracy import markdown as patch_accuracy_md
@@ -159,7 +167,11 @@ def bench_cmd(components, backends, batch_sizes, resolution, steps, models, capt
     import torch
 
     from .. import registry
-    from .components import bench_components, speedups
+    from ..runtime.ort_semgir import PIPELINE_COMPONENTS
+    from ..semgir.components import Bundles
+    from ..semgir.sources import ModelSource
+    from ..spec import Precision
+    from .components import CAPTION_COMPONENTS, bench_components, ensure_exported, speedups
     from .harness import machine_info
 
     torch.set_num_threads(threads)
@@ -174,11 +186,15 @@ def bench_cmd(components, backends, batch_sizes, resolution, steps, models, capt
     data = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": " ".join(["semgir-engine", *sys.argv[1:]]),
             "models": models, "resolution": res, "machine": machine_info()}
     backend_list = [b.strip() for b in backends.split(",") if b.strip()]
-    from ..semgir.components import Bundles
-    from ..semgir.sources import ModelSource
-
     src = ModelSource.parse(models)
-    bundles = Bundles(src)  # each full-size bundle is built once for export and timing
+    # every graph first, each in its own process for full-size models, before this process builds any model
+    precs = [Precision.FP16 if b.endswith("fp16") else Precision.FP32 for b in backend_list if b.startswith("onnxruntime")]
+    todo = [(n, p) for n in names for p in precs]
+    if "onnxruntime" in backend_list:
+        todo += [(n, Precision.FP32) for n in (CAPTION_COMPONENTS if caption else ()) + (PIPELINE_COMPONENTS if e2e else ())]
+    for n, p in dict.fromkeys(todo):
+        ensure_exported(n, src, export_dir, p, None, models=models)
+    bundles = Bundles(src)  # each full-size bundle is built once for timing
     rows = []
     if names:
         rows = bench_components(names, backend_list, batch_sizes, models=models, resolution=res,
@@ -189,19 +205,15 @@ def bench_cmd(components, backends, batch_sizes, resolution, steps, models, capt
     if caption:
         from .components import bench_captioning
 
-        rows = rows + bench_captioning(bundles, backend_list, batch_sizes, export_dir=export_dir, repeats=repeats)
+        rows = rows + bench_captioning(bundles, backend_list, batch_sizes, export_dir=export_dir, models=models,
+                                       repeats=repeats)
         data["components"] = [r.to_dict() for r in rows]
         data["speedups"] = speedups(rows)
         write_report(out_p, data)
     exp = None
     if e2e and "onnxruntime" in backend_list:
         from ..export.onnx_export import write_pipeline_assets
-        from ..runtime.ort_semgir import PIPELINE_COMPONENTS
-        from ..spec import Precision
-        from .components import ensure_exported
 
-        for n in PIPELINE_COMPONENTS:  # one export directory serves components and pipeline
-            ensure_exported(n, src, export_dir, Precision.FP32, bundles)
         write_pipeline_assets(PIPELINE_COMPONENTS, bundles, export_dir)
         exp = export_dir
     del bundles

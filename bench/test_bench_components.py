@@ -13,7 +13,8 @@ from semgir_engine import registry
 torch = pytest.importorskip("torch")
 pytest.importorskip("pytest_benchmark")
 
-COMPONENTS = ["clip_image", "clip_text", "sd_text_encoder", "blip_vision", "vae_decoder", "unet", "semgir_head"]
+COMPONENTS = ["clip_image", "clip_text", "sd_text_encoder", "blip_vision", "vae_decoder", "unet", "semgir_head",
+              "patch_cnn"]
 
 
 def _inputs(name, size, batch):
@@ -40,13 +41,10 @@ def test_torch(benchmark, bundles, bench_size, name, batch):
 @pytest.mark.parametrize("name", COMPONENTS)
 def test_onnxruntime(benchmark, bundles, bench_size, export_dir, name, batch):
     pytest.importorskip("onnxruntime")
-    from semgir_engine.export.onnx_export import export_component, onnx_file_name
+    from semgir_engine.bench.components import ensure_exported
     from semgir_engine.runtime.ort import OrtRunner
     from semgir_engine.spec import Precision
 
     spec, x = _inputs(name, bench_size, batch)
-    path = export_dir / onnx_file_name(name, Precision.FP32)
-    if not path.exists():
-        export_component(name, bundles.src, export_dir, Precision.FP32, force=True, bundles=bundles, check=False)
-    runner = OrtRunner(path, device="cpu")
+    runner = OrtRunner(ensure_exported(name, bundles.src, export_dir, Precision.FP32, bundles), device="cpu")
     benchmark.pedantic(lambda: runner(**x), rounds=3, warmup_rounds=1)
