@@ -242,13 +242,29 @@ def _toposort(model) -> None:
     model.graph.node.extend(nodes[i] for i in order)
 
 
-def _to_fp16(model, name: str):
+def _with_shapes(model, tmp: Path):
+    """``model`` with inferred value shapes. Under 2 GB in memory; above, through a file, since
+    in-memory inference serialises the model into one protobuf (2 GB limit) and fails."""
+    import onnx
+
+    if sum(len(t.raw_data) for t in model.graph.initializer) + (64 << 20) < TWO_GB:
+        return onnx.shape_inference.infer_shapes(model)
+    src, dst = tmp / "fp16-src.onnx", tmp / "fp16-shapes.onnx"
+    _save(model, src)
+    del model
+    onnx.shape_inference.infer_shapes_path(str(src), str(dst))
+    return onnx.load(str(dst))  # weights come from src's external data file, beside it
+
+
+def _to_fp16(model, name: str, tmp: Path):
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     block_ops = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(FP16_OP_BLOCK_LIST))
     tail = FP16_TAIL_FP32.get(name, 0)
     block_nodes = [n.name for n in model.graph.node[-tail:]] if tail else []
-    model = convert_float_to_float16(model, keep_io_types=True, op_block_list=block_ops, node_block_list=block_nodes)
+    model = _with_shapes(model, tmp)
+    model = convert_float_to_float16(model, keep_io_types=True, op_block_list=block_ops, node_block_list=block_nodes,
+                                     disable_shape_infer=True)
     _toposort(model)
     return model
 
@@ -296,7 +312,7 @@ def export_component(name: str, src, out_dir: str | os.PathLike, precision: Prec
         _fix_ssa(model)
         _name_output_axes(model, spec)
         if precision is Precision.FP16:
-            model = _to_fp16(model, name)
+            model = _to_fp16(model, name, Path(tmp))
         staged = Path(tmp) / target.name
         files = _save(model, staged)
         del model
