@@ -189,6 +189,7 @@ def bench_cmd(components, backends, batch_sizes, resolution, steps, models, capt
     src = ModelSource.parse(models)
     # every graph first, each in its own process for full-size models, before this process builds any model
     precs = [Precision.FP16 if b.endswith("fp16") else Precision.FP32 for b in backend_list if b.startswith("onnxruntime")]
+    precs += [Precision.FP32] if "tensorrt-fp16" in backend_list else []  # TensorRT builds from the fp32 graph
     todo = [(n, p) for n in names for p in precs]
     if "onnxruntime" in backend_list:
         todo += [(n, Precision.FP32) for n in (CAPTION_COMPONENTS if caption else ()) + (PIPELINE_COMPONENTS if e2e else ())]

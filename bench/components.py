@@ -103,7 +103,14 @@ def bench_components(names: Iterable[str], backends: Iterable[str], batch_sizes:
             runner = OrtRunner(path, device="cpu")
             runners[b] = lambda x, r=runner: r(**x)
         if "tensorrt-fp16" in backends:
-            log.warning("tensorrt-fp16: needs a CUDA GPU with TensorRT; skipped on this machine")
+            from ..runtime import trt
+
+            if trt.trt_available():  # an fp16 engine built from the fp32 graph, through the artifact cache
+                path = ensure_exported(name, src, export_dir, Precision.FP32, bundles, models=models)
+                engine = trt.engine_factory(export_dir, fp16=True)(name, path)
+                runners["tensorrt-fp16"] = lambda x, r=engine: r(**x)
+            else:
+                log.warning("tensorrt-fp16: needs a CUDA GPU with TensorRT; skipped on this machine")
         for bs in batch_sizes:
             x = _inputs(name, spec, _overrides(name, spec, bs, resolution, size), vocab_cap)
             ref = None
