@@ -183,9 +183,10 @@ def bench_captioning(bundles, backends: Iterable[str], batch_sizes: Iterable[int
 
 
 def ensure_exported(name: str, src, export_dir: str | Path, prec: Precision, bundles=None,
-                    models: str | None = None) -> Path:
+                    models: str | None = None, weights_sha256: str | None = None) -> Path:
     """The component's ONNX file in ``export_dir``, exported (unvalidated: the benchmark measures
-    parity itself) unless the manifest already records it from the current spec.
+    parity itself) unless the manifest already records it from the current spec (and, when
+    ``weights_sha256`` is given, from those weights: a patch_cnn of another patch model is redone).
 
     With ``models`` other than tiny the export runs in a child process: exporting a full-size UNet
     (and converting it to fp16) needs ~14 GB on its own, too much beside the benchmark's models. The
@@ -195,7 +196,8 @@ def ensure_exported(name: str, src, export_dir: str | Path, prec: Precision, bun
 
     path = Path(export_dir) / onnx_file_name(name, prec)
     entry = read_manifest(export_dir).get("components", {}).get(name, {}).get(prec.value)
-    if path.exists() and entry and spec_current(name, entry):
+    same_weights = weights_sha256 is None or (entry or {}).get("source", {}).get("weights_sha256") == weights_sha256
+    if path.exists() and entry and spec_current(name, entry) and same_weights:
         return path
     log.info("exporting %s (%s) for the benchmark", name, prec.value)
     if models and models != "tiny":

@@ -15,7 +15,6 @@ import json
 import os
 import tempfile
 
-import numpy as np
 
 #: torch operators that are the dense kernels (matrix products, convolutions, fused attention)
 TORCH_DENSE = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::mkldnn_convolution",

@@ -41,40 +41,39 @@ def default_data_manifest() -> Path | None:
 
 
 def load_backends(names: Sequence[str], export_dir: str | Path, patch_model: str | None = None) -> dict:
-    """{backend name: detector}; exports ``patch_cnn`` (fp32/fp16) into ``export_dir`` when missing."""
-    from ..patch.detector import PatchDetector
+    """{backend name: detector}; exports ``patch_cnn`` (fp32/fp16) into ``export_dir`` when missing
+    or made from another patch model."""
+    from ..export.onnx_export import write_pipeline_assets
+    from ..runtime import trt
     from ..runtime.ort_patch import OrtPatchDetector
     from ..semgir.components import Bundles
     from ..semgir.sources import ModelSource
     from ..spec import Precision
     from .components import ensure_exported
 
-    out: dict = {}
+    unknown = [n for n in names if n not in PATCH_BACKENDS]
+    if unknown:
+        raise ValueError(f"unknown patch backend(s) {unknown}; valid: {', '.join(PATCH_BACKENDS)}")
+    if "tensorrt-fp16" in names and not trt.trt_available():
+        log.warning("tensorrt-fp16: needs a CUDA GPU with TensorRT; skipped on this machine")
+        names = [n for n in names if n != "tensorrt-fp16"]
     src = ModelSource.parse("tiny")  # patch_cnn does not depend on the SemGIR weights
     bundles = Bundles(src, patch_model)
-    for name in names:
-        if name not in PATCH_BACKENDS:
-            raise ValueError(f"unknown patch backend {name!r}; valid: {', '.join(PATCH_BACKENDS)}")
-        if name == "torch":
-            out[name] = PatchDetector.load(patch_model)
-            continue
-        if name == "tensorrt-fp16":
-            from ..runtime import trt
-
-            if not trt.trt_available():
-                log.warning("tensorrt-fp16: needs a CUDA GPU with TensorRT; skipped on this machine")
-                continue
+    torch_det = bundles.patch_detector()
+    exported = [n for n in names if n != "torch"]
+    for name in exported:
         prec = Precision.FP16 if name.endswith("fp16") else Precision.FP32
-        ensure_exported("patch_cnn", src, export_dir, prec, bundles)
-        from ..export.onnx_export import write_pipeline_assets
-
+        ensure_exported("patch_cnn", src, export_dir, prec, bundles, weights_sha256=torch_det.manifest["weights_sha256"])
+    if exported:
         write_pipeline_assets(["patch_cnn"], bundles, export_dir)
-        if name == "tensorrt-fp16":
-            from ..runtime.trt import trt_patch_detector
-
-            out[name] = trt_patch_detector(export_dir, fp16=True)
+    out: dict = {}
+    for name in names:
+        if name == "torch":
+            out[name] = torch_det
+        elif name == "tensorrt-fp16":
+            out[name] = trt.trt_patch_detector(export_dir, fp16=True)
         else:
-            out[name] = OrtPatchDetector(export_dir, precision=prec.value, device="cpu")
+            out[name] = OrtPatchDetector(export_dir, precision="fp16" if name.endswith("fp16") else "fp32", device="cpu")
     return out
 
 

@@ -13,6 +13,7 @@ import sys
 import click
 
 from . import __version__
+from .cli_options import models_option, scorer_options
 from .errors import SemgirError, UnknownNameError
 
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
@@ -47,32 +48,14 @@ def main(verbose: int, quiet: bool) -> None:
     _setup_logging(verbose, quiet)
 
 
-def models_option(f):
-    return click.option(
-        "--models", default=None, metavar="tiny|random|DIR",
-        help="SemGIR models: 'tiny' (tests), 'random' (full-size, random weights: timing only) or a "
-             "directory of real weights. Default: real weights from $SEMGIR_MODELS or the HF cache.")(f)
-
-
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Output file (default: jsonl on stdout).")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "parquet"]), default=None,
               help="Output format (default: from the --out extension, else jsonl).")
-@click.option("--method", type=click.Choice(["auto", "semgir", "patch"]), default="auto", show_default=True,
-              help="auto: SemGIR when its models are given or found, else the shipped patch detector.")
-@models_option
-@click.option("--backend", type=click.Choice(["auto", "torch", "onnxruntime", "tensorrt"]), default="auto",
-              show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="torch device (cpu, cuda, cuda:1).")
-@click.option("--export-dir", type=click.Path(exists=True, file_okay=False, path_type=str), default=None,
-              help="ONNX export (`semgir-engine export`) for --backend onnxruntime|tensorrt|auto: the SemGIR "
-                   "pipeline, or patch_cnn for the patch detector.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
-              help="Which exported graphs onnxruntime loads (fp16 is for GPUs; falls back to what was exported).")
+@scorer_options
 @click.option("--batch-size", "-b", type=click.IntRange(1), default=8, show_default=True)
-@click.option("--steps", type=click.IntRange(1), default=4, show_default=True, help="Regeneration steps.")
 @click.option("--guidance-scale", type=float, default=1.0, show_default=True, help="1.0 = no classifier-free guidance.")
 @click.option("--scheduler", type=click.Choice(["auto", "dpm++", "lcm", "ddim", "pndm", "euler"]), default="auto",
               show_default=True, help="auto: LCM when LCM-LoRA weights are present, else DPM-Solver++.")
@@ -80,9 +63,6 @@ def models_option(f):
 @click.option("--paper-reference", is_flag=True, help="The paper's regeneration: 50 PNDM steps, guidance 7.5.")
 @click.option("--max-new-tokens", type=click.IntRange(1), default=20, show_default=True)
 @click.option("--num-beams", type=click.IntRange(1), default=1, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--patch-model", type=click.Path(exists=True), default=None,
-              help="Patch-detector checkpoint (default: the shipped model).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run: skip inputs already in --out.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 @click.option("--num-shards", type=click.IntRange(1), default=1, show_default=True,
@@ -101,9 +81,9 @@ def models_option(f):
 @click.option("--attribute", type=click.Path(exists=True), default=None, metavar="GENERATORS.json",
               help="SemGIR-A: add per-generator probabilities and the most likely generator (the generators.json "
                    "written by `train attribution`).")
-def score(paths, out, fmt, method, models, backend, device, export_dir, precision, batch_size, steps, guidance_scale, scheduler,
-          resolution, paper_reference, max_new_tokens, num_beams, seed, patch_model, resume, overwrite,
-          num_shards, shard_id, no_progress, use_ray, ray_address, ray_actors, feature_cache, attribute):
+def score(paths, out, fmt, method, models, backend, device, export_dir, precision, steps, seed, patch_model,
+          batch_size, guidance_scale, scheduler, resolution, paper_reference, max_new_tokens, num_beams, resume,
+          overwrite, num_shards, shard_id, no_progress, use_ray, ray_address, ray_actors, feature_cache, attribute):
     """Score images (files or folders, walked recursively); one row per input."""
     from .results import infer_format
     from .scorer import ScorerConfig

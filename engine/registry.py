@@ -28,6 +28,8 @@ def _semgir_specs(size: str) -> list[ComponentSpec]:
     kv_layers = text_cfg.get("num_hidden_layers", 12)
     kv_heads = text_cfg.get("num_attention_heads", 8)
     kv_dim = text_cfg.get("hidden_size", 768) // kv_heads
+    logits_tol = Tolerance(fp32_atol=2e-4, note="logits over a 30k vocabulary")
+    kv = (kv_layers, 2, _B, kv_heads)  # stacked (layers, key/value, batch, heads, ...) cache tensors
     return [
         ComponentSpec(
             "blip_vision", "captioner", "BLIP ViT image encoder",
@@ -40,7 +42,7 @@ def _semgir_specs(size: str) -> list[ComponentSpec]:
                     TensorSpec("encoder_hidden_states", "float32", (_B, n_patches, d.blip_hidden))),
             outputs=(TensorSpec("logits", "float32", (_B, "tokens", d.blip_vocab)),),
             profile={_B: (1, 2, 16), "tokens": (1, 8, 40)}, builder=_BUILD,
-            tolerance=Tolerance(fp32_atol=2e-4, note="logits over a 30k vocabulary")),
+            tolerance=logits_tol),
         ComponentSpec(
             "blip_text_decoder_init", "captioner",
             "BLIP text decoder, first step with a key/value cache: logits, the prefix's self-attention cache "
@@ -48,21 +50,21 @@ def _semgir_specs(size: str) -> list[ComponentSpec]:
             inputs=(TensorSpec("input_ids", "int64", (_B, "tokens")),
                     TensorSpec("encoder_hidden_states", "float32", (_B, n_patches, d.blip_hidden))),
             outputs=(TensorSpec("logits", "float32", (_B, "tokens", d.blip_vocab)),
-                     TensorSpec("present", "float32", (kv_layers, 2, _B, kv_heads, "tokens", kv_dim)),
-                     TensorSpec("cross_present", "float32", (kv_layers, 2, _B, kv_heads, n_patches, kv_dim))),
+                     TensorSpec("present", "float32", (*kv, "tokens", kv_dim)),
+                     TensorSpec("cross_present", "float32", (*kv, n_patches, kv_dim))),
             profile={_B: (1, 2, 16), "tokens": (1, 8, 40)}, builder=_BUILD,
-            tolerance=Tolerance(fp32_atol=2e-4, note="logits over a 30k vocabulary")),
+            tolerance=logits_tol),
         ComponentSpec(
             "blip_text_decoder_with_past", "captioner",
             "BLIP text decoder, later steps: one new token per row plus both caches -> logits and the grown "
             "self-attention cache",
             inputs=(TensorSpec("input_ids", "int64", (_B, 1)),
-                    TensorSpec("past", "float32", (kv_layers, 2, _B, kv_heads, "past", kv_dim)),
-                    TensorSpec("cross_past", "float32", (kv_layers, 2, _B, kv_heads, n_patches, kv_dim))),
+                    TensorSpec("past", "float32", (*kv, "past", kv_dim)),
+                    TensorSpec("cross_past", "float32", (*kv, n_patches, kv_dim))),
             outputs=(TensorSpec("logits", "float32", (_B, 1, d.blip_vocab)),
-                     TensorSpec("present", "float32", (kv_layers, 2, _B, kv_heads, "total", kv_dim))),
+                     TensorSpec("present", "float32", (*kv, "total", kv_dim))),
             profile={_B: (1, 2, 16), "past": (1, 8, 40)}, builder=_BUILD,
-            tolerance=Tolerance(fp32_atol=2e-4, note="logits over a 30k vocabulary")),
+            tolerance=logits_tol),
         ComponentSpec(
             "sd_text_encoder", "regenerator", "SD v1.5 CLIP ViT-L/14 text encoder",
             inputs=(TensorSpec("input_ids", "int64", (_B, 77)),),

@@ -45,7 +45,7 @@ class ScorerConfig:
     num_beams: int = 1
     patch_model: str | None = None  # a patch-detector checkpoint; None = the shipped default
     export_dir: str | None = None  # ONNX export (`semgir-engine export`): enables onnxruntime / tensorrt
-    precision: str = "fp32"  # which exported graphs the onnxruntime backend loads: fp32 | fp16
+    precision: str | None = None  # exported graphs/engines: fp32 | fp16 | None (onnxruntime fp32, tensorrt fp16)
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = DEFAULT_MAX_BYTES
     feature_cache: str | None = None  # SemGIR feature cache: a folder, "auto" (see featcache) or None (off)
@@ -56,7 +56,7 @@ class ScorerConfig:
             raise UnknownNameError("method", self.method, METHODS)
         if self.backend not in BACKENDS:
             raise UnknownNameError("backend", self.backend, BACKENDS)
-        if self.precision not in PRECISIONS:
+        if self.precision is not None and self.precision not in PRECISIONS:
             raise UnknownNameError("precision", self.precision, PRECISIONS)
         if self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -152,10 +152,11 @@ class Scorer:
             if backend == "tensorrt":
                 from .runtime.trt import TrtSemgir
 
-                return TrtSemgir(c.export_dir, **kw)
+                return TrtSemgir(c.export_dir, fp16=c.precision != "fp32", **kw)
             from .runtime.ort_semgir import OrtSemgir
 
-            return OrtSemgir(c.export_dir, precision=c.precision, device="cpu" if c.device == "cpu" else "auto", **kw)
+            return OrtSemgir(c.export_dir, precision=c.precision or "fp32",
+                             device="cpu" if c.device == "cpu" else "auto", **kw)
         from .semgir.models import RegenConfig
         from .semgir.sources import ModelSource
         from .semgir.torch_backend import TorchSemgir
@@ -204,10 +205,11 @@ class Scorer:
         if backend == "tensorrt":
             from .runtime.trt import trt_patch_detector
 
-            return trt_patch_detector(c.export_dir, fp16=c.precision == "fp16")
+            return trt_patch_detector(c.export_dir, fp16=c.precision != "fp32")
         from .runtime.ort_patch import OrtPatchDetector
 
-        return OrtPatchDetector(c.export_dir, precision=c.precision, device="cpu" if c.device == "cpu" else "auto")
+        return OrtPatchDetector(c.export_dir, precision=c.precision or "fp32",
+                                device="cpu" if c.device == "cpu" else "auto")
 
     # -- scoring -------------------------------------------------------------------------------
     def _label(self, p: float) -> str | None:

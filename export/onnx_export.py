@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 from .. import registry
 from ..errors import SemgirError
-from ..hashing import sha256_file  # noqa: F401 - also used by tests and the Triton writer
+from ..hashing import sha256_file
 from ..spec import ComponentSpec, ModelSize, Precision
 from .errors import ExportError, ExportExistsError
 from .validate import ValidationReport, sample_inputs, validate
@@ -130,6 +130,14 @@ def write_manifest(out_dir: str | os.PathLike, manifest: dict) -> None:
 
 def onnx_file_name(name: str, precision: Precision) -> str:
     return f"{name}.{precision.value}.onnx"
+
+
+def _source(name: str, src, bundles) -> dict:
+    """What the exported weights are: the SemGIR source, or for patch_cnn the patch model itself."""
+    if name == "patch_cnn":
+        det = bundles.patch_detector()
+        return {"kind": "patch", "version": det.version, "weights_sha256": det.manifest["weights_sha256"]}
+    return weights_fingerprint(src)
 
 
 def _bundles(src, patch_model: str | None = None):
@@ -339,7 +347,7 @@ def export_component(name: str, src, out_dir: str | os.PathLike, precision: Prec
         "opset": opset,
         "exporter": exporter,
         "versions": versions(),
-        "source": weights_fingerprint(src),
+        "source": _source(name, src, bundles),
         "preprocess": spec.to_dict()["preprocess"],
         "validation": report.to_dict() if report else None,
         "export_seconds": round(export_s, 3),

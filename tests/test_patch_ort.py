@@ -15,7 +15,8 @@ from click.testing import CliRunner  # noqa: E402
 from semgir_engine.cli import main  # noqa: E402
 from semgir_engine.errors import SemgirError  # noqa: E402
 from semgir_engine.patch.detector import PatchDetector  # noqa: E402
-from semgir_engine.runtime.ort_patch import OrtPatchDetector, has_patch  # noqa: E402
+from semgir_engine.runtime.ort_patch import OrtPatchDetector  # noqa: E402
+from semgir_engine.runtime.ort_semgir import ExportDirError  # noqa: E402
 from semgir_engine.scorer import Scorer, ScorerConfig  # noqa: E402
 
 from test_patch_train import _manifest  # noqa: E402
@@ -54,7 +55,6 @@ def test_ort_matches_torch_within_tolerance(patch_export):
 
 
 def test_scorer_routes_a_patch_only_export_to_the_patch_method(patch_export):
-    assert has_patch(patch_export)
     ims = _images(4, seed=1)
     with Scorer(ScorerConfig(export_dir=str(patch_export), backend="auto")) as s:  # auto -> patch on onnxruntime
         assert s.method == "patch" and isinstance(s._impl, OrtPatchDetector)
@@ -109,3 +109,15 @@ def test_accuracy_bench_reports_parity_and_per_source_metrics(patch_export, tmp_
     assert acc["pooled"]["n"] == res["backends"]["torch"]["accuracy"]["pooled"]["n"]
     table = "\n".join(markdown(res))
     assert "| onnxruntime-fp16 |" in table and "pooled" in table
+
+
+def test_graph_and_settings_of_different_models_are_refused(patch_export, tmp_path):
+    import shutil
+
+    d = tmp_path / "mixed"
+    shutil.copytree(patch_export, d)
+    m = json.loads((d / "manifest.json").read_text())
+    m["pipeline"]["patch"]["weights_sha256"] = "0" * 64  # settings of another model beside this graph
+    (d / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ExportDirError, match="different models"):
+        OrtPatchDetector(d, device="cpu")

@@ -74,7 +74,6 @@ class PatchRuntime:
     preprocessed batch (N, 3, S, S) float32 -> (N,) logits."""
 
     method = "patch"
-    backend = "torch"
     random_weights = False
 
     def __init__(self, manifest: dict, manifest_path: Path | None = None):
@@ -119,6 +118,8 @@ class PatchRuntime:
 
 class PatchDetector(PatchRuntime):
     """A loaded, checked patch-shuffle model on torch; ``predict`` returns calibrated ``p_ai``."""
+
+    backend = "torch"
 
     def __init__(self, model, manifest: dict, manifest_path: Path | None = None):
         super().__init__(manifest, manifest_path)

@@ -19,18 +19,9 @@ import numpy as np
 from ..errors import SemgirError
 from ..patch.detector import MODEL_FORMAT, PatchRuntime
 from .ort import OrtRunner
-from .ort_semgir import ExportDirError, component_file, load_manifest
+from .ort_semgir import ExportDirError, component_entry, load_manifest
 
 COMPONENT = "patch_cnn"
-
-
-def has_patch(export_dir: str | Path) -> bool:
-    """True when the export directory holds a patch_cnn graph and its model settings."""
-    try:
-        m = load_manifest(export_dir)
-    except ExportDirError:
-        return False
-    return COMPONENT in m.get("components", {}) and "patch" in m.get("pipeline", {})
 
 
 class OrtPatchDetector(PatchRuntime):
@@ -48,9 +39,13 @@ class OrtPatchDetector(PatchRuntime):
         if meta.get("format") != MODEL_FORMAT:
             raise ExportDirError(f"{self.dir}: patch settings of an unknown format {meta.get('format')!r}")
         super().__init__(meta)
-        entries = m.get("components", {}).get(COMPONENT, {})
-        path = component_file(self.dir, m, COMPONENT, precision, verify)
-        self.precision = next((p for p, e in entries.items() if e["file"] == path.name), precision)
+        path, entry = component_entry(self.dir, m, COMPONENT, precision, verify)
+        graph_sha = entry.get("source", {}).get("weights_sha256")
+        if graph_sha != meta.get("weights_sha256"):
+            raise ExportDirError(f"{self.dir}: the {COMPONENT} graph and the patch settings come from different "
+                                 f"models (weights {str(graph_sha)[:12]} vs {str(meta.get('weights_sha256'))[:12]}); re-export "
+                                 f"with `semgir-engine export --components {COMPONENT} --force`")
+        self.precision = entry.get("precision", precision)
         self.runner = runner_factory(COMPONENT, path) if runner_factory else OrtRunner(path, providers, device)
         self.backend = backend
         self.providers = self.runner.session.get_providers() if hasattr(self.runner, "session") else [backend]

@@ -25,8 +25,8 @@ from .tokenizers import ClipBpeTokenizer, WordPieceDecoder
 
 log = logging.getLogger(__name__)
 
-PIPELINE_COMPONENTS = ("blip_vision", "blip_text_decoder_init", "blip_text_decoder_with_past", "sd_text_encoder", "unet", "vae_decoder", "clip_image",
-                       "semgir_head")
+PIPELINE_COMPONENTS = ("blip_vision", "blip_text_decoder_init", "blip_text_decoder_with_past", "sd_text_encoder",
+                       "unet", "vae_decoder", "clip_image", "semgir_head")
 SUPPORTED_SCHEDULERS = ("dpm++",)
 
 
@@ -56,14 +56,18 @@ def spec_current(name: str, entry: dict) -> bool:
     return digest is None or digest in {registry.get(name, size).digest() for size in ("tiny", "full")}
 
 
-def component_file(export_dir: str | Path, manifest: dict, name: str, precision: str = "fp32",
-                   verify: bool = False) -> Path:
-    """Path of one exported graph (the requested precision, else any), optionally sha256-checked."""
+def component_entry(export_dir: str | Path, manifest: dict, name: str, precision: str = "fp32",
+                    verify: bool = False) -> tuple[Path, dict]:
+    """(path, manifest entry) of one exported graph: the requested precision, else the one exported
+    (with a warning); refused when stale (older spec), missing, or (``verify``) not matching its sha256."""
     entries = manifest.get("components", {}).get(name)
     if not entries:
         raise ExportDirError(f"{export_dir} holds no {name!r} graph (has: {sorted(manifest.get('components', {}))}); "
                              f"export it with `semgir-engine export --components {name}`")
-    entry = entries.get(precision) or next(iter(entries.values()))
+    entry = entries.get(precision)
+    if entry is None:
+        got, entry = next(iter(entries.items()))
+        log.warning("%s: no %s graph of %s in %s; using the %s one", name, precision, name, export_dir, got)
     if not spec_current(name, entry):
         raise ExportDirError(f"{export_dir}: {name} was exported with another version of its spec (inputs/outputs "
                              f"changed since); re-export it with `semgir-engine export --components {name} --force`")
@@ -76,7 +80,13 @@ def component_file(export_dir: str | Path, manifest: dict, name: str, precision:
         for f in entry.get("files", [{"file": entry["file"], "sha256": entry["sha256"]}]):
             if sha256_file(Path(export_dir) / f["file"]) != f["sha256"]:
                 raise ExportDirError(f"{f['file']}: sha256 differs from the manifest (corrupt or replaced); re-export")
-    return path
+    return path, entry
+
+
+def component_file(export_dir: str | Path, manifest: dict, name: str, precision: str = "fp32",
+                   verify: bool = False) -> Path:
+    """Path of one exported graph (see :func:`component_entry`)."""
+    return component_entry(export_dir, manifest, name, precision, verify)[0]
 
 
 class OrtCaptioner:

@@ -161,19 +161,8 @@ _WRAPPERS = {
     "clip_image": ("embedder", lambda e: ClipImage(e.model)),
     "clip_text": ("embedder", lambda e: ClipText(e.model)),
     "semgir_head": ("head", lambda h: h[0]),
-    "patch_cnn": ("patch", lambda m: PatchCnn(m)),
+    "patch_cnn": ("patch", lambda net: net),  # in eval mode its forward is the identity-order logit
 }
-
-
-class PatchCnn(nn.Module):
-    """The patch-shuffle network at inference: identity patch order, one logit per image."""
-
-    def __init__(self, net):
-        super().__init__()
-        self.net = net
-
-    def forward(self, pixel_values):
-        return self.net(pixel_values)
 
 
 class Bundles:
@@ -219,10 +208,10 @@ class Bundles:
         def load():
             det = PatchDetector.load(self.patch_model)
             side = registry.get("patch_cnn").inputs[0].shape[-1]
-            cfg = det.model.cfg
-            if cfg.preprocess.size != side or cfg.n_patches != 16:
-                raise SemgirError(f"patch model {det.version}: {cfg.preprocess.size} px in {cfg.n_patches} patches, but "
-                                  f"the patch_cnn component is {side} px in 16 patches; it cannot be exported")
+            size = det.model.cfg.preprocess.size
+            if size != side:
+                raise SemgirError(f"patch model {det.version} takes {size} px images, but the patch_cnn component "
+                                  f"is {side} px; it cannot be exported")
             return det
 
         return self._get("patch", load)
