@@ -48,3 +48,9 @@ class MissingDependencyError(SemgirError, ImportError):
 
 class ResumeError(SemgirError):
     """An existing output file cannot be resumed (other format, unreadable, or refused)."""
+
+
+class SystematicError(SemgirError):
+    """A model or session cannot run at all (missing or corrupt graph, shape mismatch, out of memory,
+    every item of a batch failing the same way): not one bad input, so scoring stops (the CLI exits 1,
+    keeping the rows written; the service's readiness probe fails)."""

@@ -146,15 +146,21 @@ def decode_bytes(
             raise InputError(f"image too large (decompression-bomb guard): {exc}") from exc
         except UnidentifiedImageError as exc:
             raise InputError("not a recognised image format (corrupt or not an image)") from exc
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        except Exception as exc:  # noqa: BLE001 - see below
+            # Pillow's plugins raise whatever their parsing hits on malformed bytes (its own OSS-Fuzz
+            # harness catches every Exception): besides OSError/ValueError/SyntaxError/EOFError, the
+            # fuzzer found NotImplementedError (DDS pixel format) and TypeError (TIFF without
+            # dimensions); MemoryError is one image's problem too. Each is this input's error.
             msg = str(exc) or type(exc).__name__
             if "truncated" in msg.lower():
                 raise InputError(f"truncated image: {msg}") from exc
+            if not isinstance(exc, (OSError, ValueError, SyntaxError, EOFError)):
+                msg = f"{type(exc).__name__}: {msg}"
             raise InputError(f"cannot decode image: {msg}") from exc
         try:
             rgb, more = _to_rgb(img)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot convert image to RGB: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - as above: a malformed image's conversion error
+            raise InputError(f"cannot convert image to RGB: {type(exc).__name__}: {exc}") from exc
     notes += more
     pixels = np.asarray(rgb, dtype=np.uint8)
     if pixels.ndim != 3 or pixels.shape[2] != 3:
