@@ -248,7 +248,9 @@ class RowWriter:
         row = result.to_dict()
         if self.fmt == "csv":
             buf = io.StringIO()
-            w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+            # CRLF (RFC 4180): the writer then quotes any field holding \r or \n; with "\n" a bare \r in a caption
+            # or error message went out unquoted and split the row on reading (found by a property test)
+            w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\r\n")
             if self._csv_header:
                 w.writeheader()
                 self._csv_header = False
