@@ -194,6 +194,10 @@ def summarise(res: dict, n: int) -> dict:
                            "p99": round(_percentile(lat, 99), 3), "max": round(max(lat), 3) if lat else None},
         "retries_503": sum(r["retries_503"] for r in rows),
         "by_kind": by_kind, "ready_after": res["ready_after"],
+        "server_5xx": int(sum(float(v) for v in re.findall(
+            r'^semgir_requests_total\{[^}]*status="5\d\d"\} (\S+)$', res["metrics"], re.M))),
+        "server_statuses": {st: int(float(v)) for st, v in re.findall(
+            r'^semgir_requests_total\{method="POST",route="/v1/score",status="(\d+)"\} (\S+)$', res["metrics"], re.M)},
         "in_flight_after": _gauge(res["metrics"], "semgir_requests_in_flight"),
         "queue_depth_after": _gauge(res["metrics"], "semgir_queue_depth"),
     }
@@ -215,7 +219,7 @@ def _markdown(s: dict, args) -> str:
         + ", ".join(f"{k} {v['sent']}" for k, v in s["by_kind"].items())
         + f"; a warm-up round of {args.warmup} requests of the same mix first", "",
         f"**{'PASS' if s['pass'] else 'FAIL'}**: good requests lost {s['good_lost']}, 5xx for bad input "
-        f"{s['bad_input_5xx']}, ready afterwards: {s['ready_after'] == 200}, in flight / queued afterwards: "
+        f"{s['bad_input_5xx']}, 5xx in the service's own count {s['server_5xx']}, ready afterwards: {s['ready_after'] == 200}, in flight / queued afterwards: "
         f"{s['in_flight_after']:.0f} / {s['queue_depth_after']:.0f}, RSS after vs baseline: "
         f"{mem['after_vs_baseline']:+.1f} MB (tolerance {args.rss_tolerance_mb:g} MB)", "",
         "| kind | sent | as expected | final statuses | 503 retries |", "|---|---|---|---|---|"]
@@ -228,6 +232,8 @@ def _markdown(s: dict, args) -> str:
               f"| latency of good requests p50 / p90 / p99 / max (incl. 503 retries) | {lat['p50']:.2f} / "
               f"{lat['p90']:.2f} / {lat['p99']:.2f} / {lat['max']:.2f} s |",
               f"| 503 answers retried | {s['retries_503']} |",
+              f"| POST /v1/score answers by status, as the service counted them (warm-up included) | "
+              f"{json.dumps(s['server_statuses'])} |",
               f"| service RSS: started / baseline (after warm-up) / after soak / peak | {mem['started']:.0f} / "
               f"{mem['baseline']:.0f} / {mem['after_abs']:.0f} / {mem['peak']:.0f} MB |", "",
               "`disconnect` requests send their headers and half the body, then reset the connection; they get "
@@ -293,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     s = summarise(res, args.requests)
     s["memory_mb"] = {k: round(v, 1) for k, v in mem.items()}
     s["service_alive_after"] = alive
-    s["pass"] = bool(alive and s["good_lost"] == 0 and s["bad_input_5xx"] == 0 and s["bad_input_unexpected"] == 0
+    s["pass"] = bool(alive and s["good_lost"] == 0 and s["bad_input_5xx"] == 0 and s["server_5xx"] == 0 and s["bad_input_unexpected"] == 0
                      and s["ready_after"] == 200 and s["in_flight_after"] == 0 and s["queue_depth_after"] == 0
                      and s["memory_mb"]["after_vs_baseline"] <= args.rss_tolerance_mb)
     print(json.dumps(s, indent=2))

@@ -63,6 +63,7 @@ try:
     from pydantic import BaseModel
     from starlette.concurrency import run_in_threadpool
     from starlette.datastructures import UploadFile
+    from starlette.requests import ClientDisconnect
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingDependencyError(exc.name or "fastapi", "serve", "the HTTP service") from exc
 try:
@@ -241,6 +242,9 @@ class _Guard:
             await _drain(receive, DRAIN_FACTOR * self.max_body_bytes)
         await _send_json(send, status, {"detail": detail}, headers)
 
+
+#: status recorded (metrics, access log) for a request whose client hung up mid-upload (nginx's convention)
+CLIENT_CLOSED = 499
 
 #: an oversize body up to this multiple of the limit is read and discarded before the 413 goes out;
 #: larger ones get the 413 at once and the connection is closed
@@ -498,7 +502,11 @@ def create_app(config: ScorerConfig = ScorerConfig(), *, max_batch_size: int = 8
         if batcher is None or scorer is None or state.fault:
             raise _HTTPError(503, state.fault or state.load_error or "models are loading; see /readyz", "not_ready",
                              headers=None if state.fault or state.load_error else retry)
-        names, blobs = await _read_images(request, settings)
+        try:
+            names, blobs = await _read_images(request, settings)
+        except ClientDisconnect:  # the client hung up mid-upload: nobody to answer, nothing to log as an error
+            raise _HTTPError(CLIENT_CLOSED, "the client closed the connection before sending the whole body",
+                             "client_disconnect") from None
         decoded = await run_in_threadpool(_decode_all, settings, names, blobs)
         del blobs
         waiting = batcher.live_depth

@@ -264,3 +264,21 @@ def test_non_loopback_bind_needs_a_token_or_insecure(monkeypatch, tmp_path):
     (tmp_path / "empty").write_text("")
     r = CliRunner().invoke(main, ["serve", "--method", "patch", "--token-file", str(tmp_path / "empty")])
     assert r.exit_code == 1 and "one token" in r.output
+
+
+def test_client_hanging_up_mid_upload_is_not_a_server_error(patch_scorer):
+    """Found by the soak: starlette's ClientDisconnect escaped the app (logged as an ASGI error, counted 500)."""
+    with LiveServer(app_for(Injected(patch_scorer))) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        srv.wait_ready(c)
+        body = (b"--b\r\nContent-Disposition: form-data; name=\"images\"; filename=\"x.png\"\r\n\r\n" + png(3)
+                + b"\r\n--b--\r\n")
+        for _ in range(3):
+            s = socket.create_connection(("127.0.0.1", srv.port))
+            s.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                      + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[: len(body) // 2])
+            time.sleep(0.1)
+            s.close()
+        _wait(lambda: 'semgir_errors_total{kind="client_disconnect"} 3.0' in c.get("/metrics").text)
+        m = c.get("/metrics").text
+        assert 'status="500"' not in m and 'route="/v1/score",status="499"} 3.0' in m
+        assert c.post("/v1/score", files=one()).status_code == 200
