@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import hashlib
 import io
 import json
@@ -219,7 +218,8 @@ def _markdown(s: dict, args) -> str:
         + ", ".join(f"{k} {v['sent']}" for k, v in s["by_kind"].items())
         + f"; a warm-up round of {args.warmup} requests of the same mix first", "",
         f"**{'PASS' if s['pass'] else 'FAIL'}**: good requests lost {s['good_lost']}, 5xx for bad input "
-        f"{s['bad_input_5xx']}, 5xx in the service's own count {s['server_5xx']}, ready afterwards: {s['ready_after'] == 200}, in flight / queued afterwards: "
+        f"{s['bad_input_5xx']}, 5xx in the service's own count {s['server_5xx']}, ready afterwards: "
+        f"{s['ready_after'] == 200}, in flight / queued afterwards: "
         f"{s['in_flight_after']:.0f} / {s['queue_depth_after']:.0f}, RSS after vs baseline: "
         f"{mem['after_vs_baseline']:+.1f} MB (tolerance {args.rss_tolerance_mb:g} MB)", "",
         "| kind | sent | as expected | final statuses | 503 retries |", "|---|---|---|---|---|"]
@@ -299,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     s = summarise(res, args.requests)
     s["memory_mb"] = {k: round(v, 1) for k, v in mem.items()}
     s["service_alive_after"] = alive
-    s["pass"] = bool(alive and s["good_lost"] == 0 and s["bad_input_5xx"] == 0 and s["server_5xx"] == 0 and s["bad_input_unexpected"] == 0
+    s["pass"] = bool(alive and s["good_lost"] == 0 and s["bad_input_5xx"] == 0 and s["server_5xx"] == 0
+                     and s["bad_input_unexpected"] == 0
                      and s["ready_after"] == 200 and s["in_flight_after"] == 0 and s["queue_depth_after"] == 0
                      and s["memory_mb"]["after_vs_baseline"] <= args.rss_tolerance_mb)
     print(json.dumps(s, indent=2))

@@ -38,8 +38,8 @@ from .images import DEFAULT_MAX_PIXELS
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True, help="uvicorn's log level.")
 def serve_cmd(host, port, max_batch_size, max_wait_ms, max_body_bytes, max_pixels, max_images_per_request,
-              request_timeout_s, max_queue, max_concurrent_requests, token_file, insecure, drain_timeout_s, method, models, backend, device, export_dir, precision, steps, seed, patch_model,
-              log_level):
+              request_timeout_s, max_queue, max_concurrent_requests, token_file, insecure, drain_timeout_s, method,
+              models, backend, device, export_dir, precision, steps, seed, patch_model, log_level):
     """Serve POST /v1/score over HTTP with dynamic batching (plus /healthz, /readyz, /metrics, /docs)."""
     from .scorer import ScorerConfig
     from .serve import run
