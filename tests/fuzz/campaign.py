@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 WEIGHTS = {"image": 6, "request": 5, "results_jsonl": 1, "results_csv": 1, "results_parquet": 2,
-           "manifest_csv": 1, "export_manifest": 1}
+           "manifest_csv": 1, "export_manifest": 1, "artifact_record": 1}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -167,12 +167,26 @@ def export_manifests() -> dict[str, bytes]:
     return {"manifest.json": json.dumps(m).encode(), "empty-components.json": b'{"components": {}}'}
 
 
+def artifact_records() -> dict[str, bytes]:
+    sys.path.insert(0, str(HERE))
+    import hashlib
+
+    from targets import ARTIFACT_PARTS
+
+    from semgir_engine.runtime.cache import artifact_key
+
+    rec = {"format": 1, "key": artifact_key(ARTIFACT_PARTS), "parts": ARTIFACT_PARTS, "meta": {"build_seconds": 1},
+           "files": [{"name": "graph.bin", "sha256": hashlib.sha256(b"graph").hexdigest(), "bytes": 5}]}
+    return {"ok.json": json.dumps(rec).encode(), "wrong-hash.json": json.dumps(
+        dict(rec, files=[dict(rec["files"][0], sha256="0" * 64)])).encode()}
+
+
 def main() -> None:
     if CORPUS.exists():
         shutil.rmtree(CORPUS)
     imgs = images()
     sets = {"image": imgs, "request": requests(imgs), "manifest_csv": manifests(),
-            "export_manifest": export_manifests(), **results()}
+            "export_manifest": export_manifests(), "artifact_record": artifact_records(), **results()}
     total = 0
     for target, files in sets.items():
         d = CORPUS / target

@@ -113,6 +113,26 @@ def export_manifest(data: bytes) -> None:
         return
 
 
+# -- built-artifact records (ONNX graphs, TensorRT engines in the artifact cache) -----------------------
+ARTIFACT_PARTS = {"kind": "fuzz", "n": 1}
+
+
+def artifact_record(data: bytes) -> None:
+    """``ArtifactCache.check`` of an artifact whose ``artifact.json`` is ``data``: (artifact, "ok") or
+    (None, why), never an exception (a bad record means rebuild)."""
+    from semgir_engine.runtime.cache import ArtifactCache, artifact_key
+
+    cache = ArtifactCache(_TMP / "artifacts")
+    key = artifact_key(ARTIFACT_PARTS)
+    d = cache.dir_for(key)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "graph.bin").write_bytes(b"graph")
+    (d / "artifact.json").write_bytes(data)
+    art, why = cache.check(key)
+    if (art is None) == (why == "ok") or (art is not None and not all((art.dir / f).is_file() for f in art.files)):
+        raise InvariantViolation(f"check() gave {art!r}, {why!r}")
+
+
 # -- the HTTP service's request parsing (full ASGI app, real scorer) --------------------------------
 class _Service:
     """The real app (real patch-detector scorer) driven in-process over ASGI, lifespan included."""
@@ -217,6 +237,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "results_parquet": results_parquet,
     "manifest_csv": manifest_csv,
     "export_manifest": export_manifest,
+    "artifact_record": artifact_record,
     "request": request,
 }
 
@@ -228,6 +249,7 @@ INSTRUMENT = {
     "results_parquet": ("semgir_engine.results",),
     "manifest_csv": ("semgir_engine.datasets",),
     "export_manifest": ("semgir_engine.runtime.ort_semgir",),
+    "artifact_record": ("semgir_engine.runtime.cache",),
     "request": ("semgir_engine.serve", "starlette", "multipart", "python_multipart", "fastapi", "PIL"),
 }
 
