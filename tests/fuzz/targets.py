@@ -143,6 +143,7 @@ class _Service:
 
         token = _TMP / "token"
         token.write_text("fuzz-token\n")
+        token.chmod(0o600)
         self.app = create_app(ScorerConfig(method="patch"), max_body_bytes=FUZZ_MAX_BODY,
                               max_pixels=FUZZ_MAX_PIXELS, max_images_per_request=8, request_timeout_s=30,
                               max_wait_ms=0, token_file=str(token))
