@@ -74,10 +74,10 @@ def main(verbose: int, quiet: bool) -> None:
 @click.option("--ray-address", default=None, help="Ray cluster to join (auto, ray://HOST:10001); default: local.")
 @click.option("--ray-actors", type=click.IntRange(1), default=None,
               help="Scorer actors with --ray (default: one per GPU on CUDA, else one per CPU, at most 8).")
-@click.option("--feature-cache", default="auto", show_default=True, metavar="DIR|auto|off",
-              help="SemGIR feature cache (captions, regenerations, embeddings): a folder, 'off', or 'auto' "
-                   "($SEMGIR_CACHE/features, else ~/.cache/semgir-engine/features with real weights; "
-                   "off for tiny/random).")
+@click.option("--feature-cache", default=None, metavar="DIR|auto",
+              help="Keep SemGIR features (captions, regenerations, embeddings) in a cache folder and reuse them "
+                   "on later runs; 'auto' = $SEMGIR_CACHE/features (else ~/.cache/semgir-engine/features) with "
+                   "real weights. Off unless given.")
 @click.option("--attribute", type=click.Path(exists=True), default=None, metavar="GENERATORS.json",
               help="SemGIR-A: add per-generator probabilities and the most likely generator (the generators.json "
                    "written by `train attribution`).")
@@ -94,7 +94,10 @@ def score(paths, out, fmt, method, models, backend, device, export_dir, precisio
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite exclude each other")
     if paper_reference:
-        steps, guidance_scale, scheduler = 50, 7.5, "pndm"
+        from .semgir.pipeline import RegenConfig
+
+        ref = RegenConfig.paper_reference()
+        steps, guidance_scale, scheduler = ref.steps, ref.guidance_scale, ref.scheduler
     if attribute and method == "auto":
         method = "semgir"
     cfg = ScorerConfig(method=method, models=models, backend=backend, device=device, batch_size=batch_size,
