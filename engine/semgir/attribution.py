@@ -107,6 +107,8 @@ class AttributionModel(nn.Module):
         logits = self(t(image), t(text), t(np.stack(regen)))
         return logits.softmax(-1)[..., 1].double().numpy()
 
+    predict = probabilities  # the interface of .attribution_runtime.Attribution (reports take either)
+
 
 def load_attribution(path: str | os.PathLike) -> tuple[AttributionModel, dict, list[GeneratorSpec]]:
     """Trained heads from OUT, OUT/generators.json (its ``heads``) or OUT/attribution.pt."""
@@ -285,12 +287,12 @@ def train_attribution_model(train: AttributionData, val: AttributionData | None,
     return model, hist
 
 
-def attribution_report(model: AttributionModel, data: AttributionData, thresholds: dict[str, float] | None = None,
+def attribution_report(model, data: AttributionData, thresholds: dict[str, float] | None = None,
                        *, n_boot: int = 200, seed: int = 0) -> dict:
     """Per generator one-vs-rest metrics (with counts and intervals) and top-1 accuracy."""
     from ..metrics import binary_report
 
-    probs = model.probabilities(data.image, data.text, list(data.regen))
+    probs = model.predict(data.image, data.text, list(data.regen))
     names = model.names
     out: dict = {"per_generator": {}}
     for k, name in enumerate(names):

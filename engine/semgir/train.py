@@ -36,7 +36,8 @@ from torch import nn
 
 from ..errors import SemgirError
 from . import configs
-from .models import RegenConfig, SemgirHead
+from .models import SemgirHead
+from .pipeline import RegenConfig
 from .sources import ModelSource
 
 log = logging.getLogger(__name__)
