@@ -49,7 +49,7 @@ def _overrides(name: str, spec, batch: int, resolution: int | None, size: str) -
     from ..semgir import configs
 
     o = {"batch": batch}
-    if resolution and size != "tiny" and name in ("unet", "vae_decoder", "vae_encoder"):
+    if resolution and size != "tiny" and name in ("unet", "vae_decoder"):
         d = configs.dims(size)
         lat = resolution // d.vae_scale
         o.update(height=lat, width=lat, image_height=resolution, image_width=resolution)

@@ -84,13 +84,6 @@ def _semgir_specs(size: str) -> list[ComponentSpec]:
             profile={_B: (1, 2, 16), "height": (lat // 2, lat, lat), "width": (lat // 2, lat, lat)},
             tolerance=Tolerance(fp32_atol=5e-4)),
         ComponentSpec(
-            "vae_encoder", "regenerator", "SD v1.5 VAE encoder (latent distribution mean)",
-            inputs=(TensorSpec("image", "float32", (_B, 3, "image_height", "image_width")),),
-            outputs=(TensorSpec("latent", "float32", (_B, 4, "height", "width")),),
-            profile={_B: (1, 2, 16), "image_height": (lat * d.vae_scale // 2, lat * d.vae_scale, lat * d.vae_scale),
-                     "image_width": (lat * d.vae_scale // 2, lat * d.vae_scale, lat * d.vae_scale)},
-            tolerance=Tolerance(fp32_atol=5e-4)),
-        ComponentSpec(
             "clip_image", "embedder", "CLIP RN50x4 image encoder (L2-normalised)",
             inputs=(TensorSpec("pixel_values", "float32", (_B, 3, d.clip_image, d.clip_image)),),
             outputs=(TensorSpec("embedding", "float32", (_B, d.clip_dim)),),

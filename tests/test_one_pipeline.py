@@ -147,3 +147,45 @@ def test_attribution_and_feature_cache_agree_on_torch_and_onnxruntime(tmp_path, 
             # regenerations agree to 1 grey level (uint8 rounding), which the heads turn into ~2e-4
             assert o[p]["attribution"][g] == pytest.approx(t[p]["attribution"][g], abs=1e-3)
         assert o[p]["generator"] == t[p]["generator"]
+
+
+def test_systematic_fault_stops_the_run_and_keeps_what_was_written(tmp_path, monkeypatch):
+    """A session that fails for every input is not one bad image: exit 1, rows already written are kept."""
+    from click.testing import CliRunner
+
+    from semgir_engine.cli import main
+    from semgir_engine.semgir.pipeline import SemgirPipeline
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(5):
+        make_image(i, size=(40, 36)).save(folder / f"{i}.png")
+    (folder / "5.png").write_bytes(b"not an image")  # a bad input is only its own error row
+    calls = {"n": 0}
+    real = SemgirPipeline.classify
+
+    def broken_after_first_batch(self, features):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions for input")
+        return real(self, features)
+
+    monkeypatch.setattr(SemgirPipeline, "classify", broken_after_first_batch)
+    out = tmp_path / "out.jsonl"
+    r = CliRunner().invoke(main, ["score", str(folder), "--models", "tiny", "--method", "semgir", "--batch-size", "2",
+                                  "--steps", "1", "--out", str(out), "--no-progress"])
+    assert r.exit_code == 1, r.output
+    assert "cannot run" in r.output and "INVALID_ARGUMENT" in r.output
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(rows) == 2 and all(row["p_ai"] is not None for row in rows)  # the first batch is kept
+
+
+def test_cuda_device_is_refused_clearly_on_torch():
+    import torch
+
+    from semgir_engine.errors import SemgirError
+    from semgir_engine.scorer import Scorer, ScorerConfig
+
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(SemgirError, match=f"cuda:{n}"):
+        Scorer(ScorerConfig(method="semgir", models="tiny", device=f"cuda:{n}"))

@@ -121,15 +121,6 @@ class VaeDecoder(nn.Module):
         return self.vae.decode(latent).sample
 
 
-class VaeEncoder(nn.Module):
-    def __init__(self, vae):
-        super().__init__()
-        self.vae = vae
-
-    def forward(self, image):
-        return self.vae.encode(image).latent_dist.mean
-
-
 class ClipImage(nn.Module):
     def __init__(self, clip):
         super().__init__()
@@ -157,7 +148,6 @@ _WRAPPERS = {
     "sd_text_encoder": ("regenerator", lambda r: SdTextEncoder(r.text_encoder)),
     "unet": ("regenerator", lambda r: Unet(r.unet)),
     "vae_decoder": ("regenerator", lambda r: VaeDecoder(r.vae)),
-    "vae_encoder": ("regenerator", lambda r: VaeEncoder(r.vae)),
     "clip_image": ("embedder", lambda e: ClipImage(e.model)),
     "clip_text": ("embedder", lambda e: ClipText(e.model)),
     "semgir_head": ("head", lambda h: h[0]),
@@ -211,11 +201,22 @@ class Bundles:
         return self._get("head", lambda: SemgirHead.build(self.src, self.embedder().dim))
 
     def attribution(self):
+        """The SemGIR-A model given at construction; tiny/random sources get a seeded untrained one (the
+        combiner then exports and validates like the other random components)."""
         if "attribution" not in self._cache:
             from ..errors import SemgirError
+            from ..spec import ModelSize
 
-            raise SemgirError("the attribution_combiner component needs trained attribution heads "
-                              "(`semgir-engine export --attribute GENERATORS.json`)")
+            if self.src.size is ModelSize.REAL:
+                raise SemgirError("the attribution_combiner component needs trained attribution heads "
+                                  "(`semgir-engine export --attribute GENERATORS.json`)")
+            from . import configs
+            from .attribution import AttributionModel
+
+            key = "tiny" if self.src.size is ModelSize.TINY else "full"
+            torch.manual_seed(self.src.seed * 1000003 + 7)
+            self._cache["attribution"] = AttributionModel(configs.CLIP[key]["embed_dim"], configs.HEAD[key]["hidden"],
+                                                          ["generator"]).eval()
         return self._cache["attribution"]
 
     def patch_detector(self):
@@ -245,6 +246,11 @@ class Bundles:
             raise UnknownNameError("component", name, registry.names())
         bundle, wrap = _WRAPPERS[name]
         return wrap(getattr(self, bundle)()).eval()
+
+
+def build_component(name: str, src: ModelSource) -> nn.Module:
+    """The torch module of one registered component, in eval mode."""
+    return Bundles(src).module(name)
 
 
 @torch.no_grad()
@@ -313,7 +319,7 @@ def pipeline_settings(names, bundles: Bundles, out_dir) -> dict:
             "preprocess": registry.get("blip_vision", size).to_dict()["preprocess"],
             "generation": _generation_config(cap.model.generation_config),
         }
-    if names & {"sd_text_encoder", "unet", "vae_decoder", "vae_encoder", "clip_text"}:
+    if names & {"sd_text_encoder", "unet", "vae_decoder", "clip_text"}:
         import open_clip.tokenizer as oct
 
         gz = Path(oct.__file__).with_name("bpe_simple_vocab_16e6.txt.gz")
