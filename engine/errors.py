@@ -51,6 +51,5 @@ class ResumeError(SemgirError):
 
 
 class SystematicError(SemgirError):
-    """A model or session cannot run at all (missing or corrupt graph, shape mismatch, out of memory,
-    every item of a batch failing the same way): not one bad input, so scoring stops (the CLI exits 1,
-    keeping the rows written; the service's readiness probe fails)."""
+    """A model or session cannot run (missing or corrupt graph, wrong shapes, out of memory, every item
+    failing the same way): not one input's fault, so the run stops (exit 1) and what was written is kept."""
