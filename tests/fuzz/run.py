@@ -43,7 +43,7 @@ def child(target: str, flags: list[str]) -> None:
         import semgir_engine.datasets  # noqa: F401
         import semgir_engine.images  # noqa: F401
         import semgir_engine.results  # noqa: F401
-        import semgir_engine.runtime.ort_semgir  # noqa: F401
+        import semgir_engine.runtime.manifest  # noqa: F401
         if target == "request":
             import semgir_engine.serve  # noqa: F401 (instrumented for coverage)
     fn = targets.TARGETS[target]

@@ -100,7 +100,7 @@ def manifest_csv(data: bytes) -> None:
 def export_manifest(data: bytes) -> None:
     """``load_manifest`` + ``component_entry`` of an export directory: an entry or ExportDirError."""
     from semgir_engine.errors import SemgirError
-    from semgir_engine.runtime.ort_semgir import component_entry, load_manifest
+    from semgir_engine.runtime.manifest import component_entry, load_manifest
 
     d = _TMP / "export"
     d.mkdir(exist_ok=True)
@@ -249,7 +249,7 @@ INSTRUMENT = {
     "results_csv": ("semgir_engine.results",),
     "results_parquet": ("semgir_engine.results",),
     "manifest_csv": ("semgir_engine.datasets",),
-    "export_manifest": ("semgir_engine.runtime.ort_semgir",),
+    "export_manifest": ("semgir_engine.runtime.manifest",),
     "artifact_record": ("semgir_engine.runtime.cache",),
     "request": ("semgir_engine.serve", "starlette", "multipart", "python_multipart", "fastapi", "PIL"),
 }
