@@ -10,10 +10,14 @@ Starts ``semgir-engine serve`` (tiny models by default) in a child process and s
 - ``disconnect``: headers and half the body on a raw socket, then the client hangs up.
 
 503 answers (the service's bounds) are retried after ``Retry-After``, like a well-behaved client;
-they are counted. The service's memory (``VmRSS`` of the child) is read after start-up, after a
-warm-up round of the same mix (the baseline) and after the soak. Pass/fail: no good request lost,
-no 5xx as the final answer to bad input, ready afterwards with nothing in flight or queued, RSS
-after the soak within ``--rss-tolerance-mb`` of the baseline. Usage::
+so is a request whose connection the server closed before answering (the HTTP/1.1 keep-alive race:
+a pooled connection reused just as the server's keep-alive timeout closes it; scoring is
+idempotent, so a retry is safe). Both are counted. The service's memory (``VmRSS`` of the child)
+is read after start-up, after a warm-up round of the same mix (the baseline) and after the soak.
+Pass/fail: no good request lost (each checked by path and sha256), no 5xx as the final answer to
+bad input, no 5xx but 503 in the service's own count, as many 200s counted by the service as
+received by the client (nothing scored and its answer lost), ready afterwards with nothing in
+flight or queued, RSS after the soak within ``--rss-tolerance-mb`` of the baseline. Usage::
 
     python -m semgir_engine.bench.soak [--requests 1000] [--method semgir --models tiny]
         [--out bench/results/soak.md] [--json bench/results/soak.json]
@@ -109,7 +113,8 @@ async def _disconnect(host: str, port: int, req: dict) -> str:
         return type(exc).__name__
 
 
-async def run_soak(url: str, reqs: list[dict], concurrency: int, timeout: float, max_retries: int = 100) -> dict:
+async def run_soak(url: str, reqs: list[dict], concurrency: int, timeout: float, max_retries: int = 100,
+                   transport_retries: int = 3) -> dict:
     import httpx
     from urllib.parse import urlparse
 
@@ -121,7 +126,8 @@ async def run_soak(url: str, reqs: list[dict], concurrency: int, timeout: float,
         async def one(req: dict) -> None:
             async with sem:
                 t0 = time.perf_counter()
-                rec = {"i": req["i"], "kind": req["kind"], "status": None, "retries_503": 0, "ok": False}
+                rec = {"i": req["i"], "kind": req["kind"], "status": None, "retries_503": 0, "retries_transport": 0,
+                       "ok": False}
                 if req["kind"] == "disconnect":
                     rec["status"] = await _disconnect(u.hostname, u.port, req)
                     rec["ok"] = True
@@ -134,6 +140,13 @@ async def run_soak(url: str, reqs: list[dict], concurrency: int, timeout: float,
                         else:
                             r = await client.post("/v1/score", files=[("images", (req["name"], req["data"],
                                                                                   "application/octet-stream"))])
+                    except (httpx.ReadError, httpx.RemoteProtocolError, httpx.ConnectError) as exc:
+                        if rec["retries_transport"] < transport_retries:  # closed before any answer: retry
+                            rec["retries_transport"] += 1
+                            rec.setdefault("transport_errors", []).append(type(exc).__name__)
+                            continue
+                        rec["status"] = type(exc).__name__
+                        break
                     except httpx.HTTPError as exc:
                         rec["status"] = type(exc).__name__
                         break
@@ -170,8 +183,17 @@ def _gauge(metrics: str, name: str) -> float:
     return float(m.group(1)) if m else float("nan")
 
 
-def summarise(res: dict, n: int) -> dict:
+def _statuses(metrics: str) -> dict[str, int]:
+    return {st: int(float(v)) for st, v in re.findall(
+        r'^semgir_requests_total\{method="POST",route="/v1/score",status="(\d+)"\} (\S+)$', metrics, re.M)}
+
+
+def summarise(res: dict, n: int, before: dict[str, int] | None = None) -> dict:
+    """The soak's numbers; ``before``: the service's status counts before this round (the warm-up's)."""
     rows = res["rows"]
+    before = before or {}
+    after = _statuses(res["metrics"])
+    server = {st: after.get(st, 0) - before.get(st, 0) for st in sorted(set(after) | set(before))}
     by_kind: dict[str, dict] = {}
     for k in KINDS:
         rs = [r for r in rows if r["kind"] == k]
@@ -179,7 +201,8 @@ def summarise(res: dict, n: int) -> dict:
         for r in rs:
             statuses[str(r["status"])] = statuses.get(str(r["status"]), 0) + 1
         by_kind[k] = {"sent": len(rs), "as_expected": sum(r["ok"] for r in rs), "statuses": statuses,
-                      "retries_503": sum(r["retries_503"] for r in rs)}
+                      "retries_503": sum(r["retries_503"] for r in rs),
+                      "retries_transport": sum(r["retries_transport"] for r in rs)}
     good = [r for r in rows if r["kind"] == "good"]
     lat = [r["latency_s"] for r in good if r["ok"]]
     bad = [r for r in rows if r["kind"] in ("corrupt", "oversize_body", "oversize_pixels")]
@@ -192,11 +215,13 @@ def summarise(res: dict, n: int) -> dict:
         "latency_good_s": {"p50": round(_percentile(lat, 50), 3), "p90": round(_percentile(lat, 90), 3),
                            "p99": round(_percentile(lat, 99), 3), "max": round(max(lat), 3) if lat else None},
         "retries_503": sum(r["retries_503"] for r in rows),
+        "retries_transport": sum(r["retries_transport"] for r in rows),
+        "transport_errors": sorted({e for r in rows for e in r.get("transport_errors", [])}),
+        "client_200": sum(r["status"] == 200 for r in rows),
         "by_kind": by_kind, "ready_after": res["ready_after"],
-        "server_5xx": int(sum(float(v) for v in re.findall(
-            r'^semgir_requests_total\{[^}]*status="5\d\d"\} (\S+)$', res["metrics"], re.M))),
-        "server_statuses": {st: int(float(v)) for st, v in re.findall(
-            r'^semgir_requests_total\{method="POST",route="/v1/score",status="(\d+)"\} (\S+)$', res["metrics"], re.M)},
+        "server_statuses": server,  # POST /v1/score answers this round, as the service counted them
+        "server_5xx_not_503": sum(v for st, v in server.items() if st.startswith("5") and st != "503"),
+        "answers_lost": server.get("200", 0) - sum(r["status"] == 200 for r in rows),
         "in_flight_after": _gauge(res["metrics"], "semgir_requests_in_flight"),
         "queue_depth_after": _gauge(res["metrics"], "semgir_queue_depth"),
     }
@@ -218,13 +243,16 @@ def _markdown(s: dict, args) -> str:
         + ", ".join(f"{k} {v['sent']}" for k, v in s["by_kind"].items())
         + f"; a warm-up round of {args.warmup} requests of the same mix first", "",
         f"**{'PASS' if s['pass'] else 'FAIL'}**: good requests lost {s['good_lost']}, 5xx for bad input "
-        f"{s['bad_input_5xx']}, 5xx in the service's own count {s['server_5xx']}, ready afterwards: "
+        f"{s['bad_input_5xx']}, 5xx other than 503 in the service's own count {s['server_5xx_not_503']}, answers "
+        f"scored but not received {s['answers_lost']}, ready afterwards: "
         f"{s['ready_after'] == 200}, in flight / queued afterwards: "
         f"{s['in_flight_after']:.0f} / {s['queue_depth_after']:.0f}, RSS after vs baseline: "
         f"{mem['after_vs_baseline']:+.1f} MB (tolerance {args.rss_tolerance_mb:g} MB)", "",
-        "| kind | sent | as expected | final statuses | 503 retries |", "|---|---|---|---|---|"]
+        "| kind | sent | as expected | final statuses | 503 retries | retries after a closed connection |",
+        "|---|---|---|---|---|---|"]
     for k, v in s["by_kind"].items():
-        lines.append(f"| {k} | {v['sent']} | {v['as_expected']} | {json.dumps(v['statuses'])} | {v['retries_503']} |")
+        lines.append(f"| {k} | {v['sent']} | {v['as_expected']} | {json.dumps(v['statuses'])} | {v['retries_503']} | "
+                     f"{v['retries_transport']} |")
     lat = s["latency_good_s"]
     lines += ["", "| metric | value |", "|---|---|",
               f"| wall time | {s['wall_s']:.1f} s |",
@@ -232,7 +260,9 @@ def _markdown(s: dict, args) -> str:
               f"| latency of good requests p50 / p90 / p99 / max (incl. 503 retries) | {lat['p50']:.2f} / "
               f"{lat['p90']:.2f} / {lat['p99']:.2f} / {lat['max']:.2f} s |",
               f"| 503 answers retried | {s['retries_503']} |",
-              f"| POST /v1/score answers by status, as the service counted them (warm-up included) | "
+              f"| requests retried after the server closed the connection unanswered | {s['retries_transport']} "
+              f"({', '.join(s['transport_errors']) or 'none'}) |",
+              f"| POST /v1/score answers by status, as the service counted them (this round) | "
               f"{json.dumps(s['server_statuses'])} |",
               f"| service RSS: started / baseline (after warm-up) / after soak / peak | {mem['started']:.0f} / "
               f"{mem['baseline']:.0f} / {mem['after_abs']:.0f} / {mem['peak']:.0f} MB |", "",
@@ -279,9 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _wait_ready(url, proc, timeout=300)
         mem = {"started": _rss_mb(proc.pid)["VmRSS"]}
+        before = None
         if args.warmup:
             warm = make_requests(args.warmup, args.seed + 1, args.max_body_bytes, args.max_pixels)
-            asyncio.run(run_soak(url, warm, min(args.concurrency, args.warmup), args.timeout))
+            before = _statuses(asyncio.run(run_soak(url, warm, min(args.concurrency, args.warmup),
+                                                    args.timeout))["metrics"])
         time.sleep(1.0)
         mem["baseline"] = _rss_mb(proc.pid)["VmRSS"]
         reqs = make_requests(args.requests, args.seed, args.max_body_bytes, args.max_pixels)
@@ -296,10 +328,11 @@ def main(argv: list[str] | None = None) -> int:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
-    s = summarise(res, args.requests)
+    s = summarise(res, args.requests, before)
     s["memory_mb"] = {k: round(v, 1) for k, v in mem.items()}
     s["service_alive_after"] = alive
-    s["pass"] = bool(alive and s["good_lost"] == 0 and s["bad_input_5xx"] == 0 and s["server_5xx"] == 0
+    s["pass"] = bool(alive and s["good_lost"] == 0 and s["bad_input_5xx"] == 0 and s["server_5xx_not_503"] == 0
+                     and s["answers_lost"] == 0
                      and s["bad_input_unexpected"] == 0
                      and s["ready_after"] == 200 and s["in_flight_after"] == 0 and s["queue_depth_after"] == 0
                      and s["memory_mb"]["after_vs_baseline"] <= args.rss_tolerance_mb)
