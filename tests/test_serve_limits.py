@@ -282,3 +282,26 @@ def test_client_hanging_up_mid_upload_is_not_a_server_error(patch_scorer):
         m = c.get("/metrics").text
         assert 'status="500"' not in m and 'route="/v1/score",status="499"} 3.0' in m
         assert c.post("/v1/score", files=one()).status_code == 200
+
+
+def test_a_truncated_export_graph_is_refused_and_the_service_is_not_ready(tmp_path):
+    """A real export of the patch detector whose graph was truncated on disk: the service refuses it at
+    load (sha256 against the manifest), /readyz says failed with the reason, nothing is scored."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from click.testing import CliRunner
+
+    from semgir_engine.cli import main
+    from semgir_engine.serve import create_app
+
+    d = tmp_path / "export"
+    r = CliRunner().invoke(main, ["export", "--components", "patch_cnn", "--out", str(d), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    graph = next(d.rglob("*.onnx"))
+    graph.write_bytes(graph.read_bytes()[: graph.stat().st_size // 2])
+    app = create_app(ScorerConfig(method="patch", backend="onnxruntime", export_dir=str(d)))
+    with LiveServer(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        _wait(lambda: c.get("/readyz").json()["status"] != "loading", 60)
+        r = c.get("/readyz")
+        assert r.status_code == 503 and r.json()["status"] == "failed" and "sha256" in r.json()["detail"]
+        assert c.post("/v1/score", files=one()).status_code == 503
