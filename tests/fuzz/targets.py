@@ -12,7 +12,9 @@ first and the pytest replay can import this module cheaply.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -23,6 +25,7 @@ FUZZ_MAX_PIXELS = 1 << 20
 FUZZ_MAX_BODY = 1 << 20
 
 _TMP = Path(tempfile.mkdtemp(prefix="semgir-fuzz-"))
+atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
 
 
 class InvariantViolation(AssertionError):
