@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import targets
+from fuzz import targets  # tests/ is on the path; run.py imports it as `targets`
 
 HERE = Path(__file__).resolve().parent
 SECONDS = 4  # per target: 8 targets ~ 32 s of fuzzing in the default suite
