@@ -94,6 +94,11 @@ class DynamicBatcher(Generic[T, R]):
     def queue_depth(self) -> int:
         return len(self._pending)
 
+    @property
+    def live_depth(self) -> int:
+        """Items queued whose callers still wait (withdrawn ones excluded)."""
+        return self._live_pending()
+
     # -- submitting ------------------------------------------------------------------------------
     async def submit(self, payloads: Sequence[T], names: Sequence[str]) -> list[R]:
         """Queue ``payloads`` and wait for their results (in order).

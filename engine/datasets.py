@@ -80,20 +80,30 @@ def read_manifest(path: str | Path) -> Manifest:
         raise ManifestError(f"manifest not found: {p}")
     base = p.resolve().parent
     rows: list[Row] = []
-    with open(p, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ManifestError(f"{p}: missing column(s) {', '.join(missing)}; have {reader.fieldnames}")
-        for i, rec in enumerate(reader, start=2):
-            label = (rec["label"] or "").strip().lower()
-            if label not in LABELS:
-                raise ManifestError(f"{p}:{i}: label must be 'real' or 'ai', got {rec['label']!r}")
-            rel = (rec["path"] or "").strip()
-            if not rel:
-                raise ManifestError(f"{p}:{i}: empty path")
-            extra = {k: v for k, v in rec.items() if k not in REQUIRED_COLUMNS}
-            rows.append(Row((base / rel).resolve(), LABELS[label], rec["source"].strip(), extra))
+    try:
+        with open(p, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ManifestError(f"{p}: missing column(s) {', '.join(missing)}; have {reader.fieldnames}")
+            for rec in reader:
+                i = reader.line_num
+                if None in rec:
+                    raise ManifestError(f"{p}:{i}: more fields than the header has columns")
+                if any(rec[c] is None for c in REQUIRED_COLUMNS):
+                    raise ManifestError(f"{p}:{i}: fewer fields than the header has columns")
+                label = rec["label"].strip().lower()
+                if label not in LABELS:
+                    raise ManifestError(f"{p}:{i}: label must be 'real' or 'ai', got {rec['label']!r}")
+                rel = rec["path"].strip()
+                if not rel or "\0" in rel:
+                    raise ManifestError(f"{p}:{i}: empty or invalid path {rel!r}")
+                extra = {k: v for k, v in rec.items() if k not in REQUIRED_COLUMNS}
+                rows.append(Row((base / rel).resolve(), LABELS[label], rec["source"].strip(), extra))
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{p} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except csv.Error as exc:
+        raise ManifestError(f"{p}: not a valid CSV file: {exc}") from exc
     if not rows:
         raise ManifestError(f"{p}: no rows")
     return Manifest(p.resolve(), file_sha256(p), tuple(rows))

@@ -17,7 +17,10 @@ Crash safety: each file is written to a temporary name, fsync'ed and renamed; th
 leaves either no row (a miss; stray files are collected by :meth:`FeatureCache.prune`) or a
 complete entry. Every read re-hashes the files and checks the shapes; a bad entry is dropped
 and reads as a miss, so the caller recomputes and rewrites it. Nothing is trusted because a
-file exists.
+file exists. A corrupt index (SQLite's ``quick_check`` fails at open) is moved aside as
+``index.sqlite.corrupt-*`` and a new one started (its entries recompute; their files are collected
+by :meth:`FeatureCache.prune`); the check and the swap happen under a file lock, so concurrent runs
+agree on one new index.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, PngImagePlugin
+
+from .locking import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +130,22 @@ def _npz_bytes(f: Features) -> bytes:
     return buf.getvalue()
 
 
+def _open_index(path: Path) -> sqlite3.Connection:
+    """Connect (WAL, full sync) and verify the index; sqlite3.DatabaseError if it is not a sound database."""
+    db = sqlite3.connect(path, timeout=60.0, check_same_thread=False, isolation_level=None)
+    try:
+        db.execute("PRAGMA busy_timeout=60000")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+        if verdict != "ok":
+            raise sqlite3.DatabaseError(f"quick_check: {verdict}")
+    except sqlite3.DatabaseError:
+        db.close()
+        raise
+    return db
+
+
 class CorruptEntry(Exception):
     """Internal: an entry failed verification (treated as a miss)."""
 
@@ -136,11 +157,18 @@ class FeatureCache:
         self.root = Path(root).expanduser() if root is not None else default_cache_dir()
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.root / "index.sqlite", timeout=60.0, check_same_thread=False,
-                                   isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=60000")
+        with file_lock(self.root / "index.lock"):
+            index = self.root / "index.sqlite"
+            try:
+                self._db = _open_index(index)
+            except sqlite3.DatabaseError as exc:
+                moved = index.with_name(f"index.sqlite.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+                log.warning("feature cache: the index %s is corrupt (%s); moved it to %s and started a new one "
+                            "(its entries will be recomputed)", index, exc, moved.name)
+                os.replace(index, moved)
+                for extra in ("-wal", "-shm"):
+                    index.with_name(index.name + extra).unlink(missing_ok=True)
+                self._db = _open_index(index)
         with self._tx():
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS entries (version TEXT NOT NULL, image TEXT NOT NULL, "

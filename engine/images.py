@@ -112,6 +112,15 @@ def _to_rgb(img: Image.Image) -> tuple[Image.Image, list[str]]:
     return img.convert("RGB"), notes
 
 
+def _convert(img: Image.Image) -> tuple[Image.Image, list[str]]:
+    """:func:`_to_rgb`, with Pillow's refusals (modes it cannot convert, e.g. ``La``, or malformed
+    data) as this input's :class:`InputError`."""
+    try:
+        return _to_rgb(img)
+    except Exception as exc:  # noqa: BLE001 - as in decode_bytes: one image's conversion error
+        raise InputError(f"cannot convert {img.mode} image to RGB: {type(exc).__name__}: {exc}") from exc
+
+
 def decode_bytes(
     data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, sha256: str | None = None
 ) -> DecodedImage:
@@ -146,15 +155,18 @@ def decode_bytes(
             raise InputError(f"image too large (decompression-bomb guard): {exc}") from exc
         except UnidentifiedImageError as exc:
             raise InputError("not a recognised image format (corrupt or not an image)") from exc
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        except Exception as exc:  # noqa: BLE001 - see below
+            # Pillow's plugins raise whatever their parsing hits on malformed bytes (its own OSS-Fuzz
+            # harness catches every Exception): besides OSError/ValueError/SyntaxError/EOFError, the
+            # fuzzer found NotImplementedError (DDS pixel format) and TypeError (TIFF without
+            # dimensions); MemoryError is one image's problem too. Each is this input's error.
             msg = str(exc) or type(exc).__name__
             if "truncated" in msg.lower():
                 raise InputError(f"truncated image: {msg}") from exc
+            if not isinstance(exc, (OSError, ValueError, SyntaxError, EOFError)):
+                msg = f"{type(exc).__name__}: {msg}"
             raise InputError(f"cannot decode image: {msg}") from exc
-        try:
-            rgb, more = _to_rgb(img)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot convert image to RGB: {exc}") from exc
+        rgb, more = _convert(img)
     notes += more
     pixels = np.asarray(rgb, dtype=np.uint8)
     if pixels.ndim != 3 or pixels.shape[2] != 3:
@@ -194,7 +206,7 @@ def load_image(item: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     if isinstance(item, Image.Image):
         if item.size[0] * item.size[1] > max_pixels:
             raise InputError(f"image too large: {item.size[0]}x{item.size[1]} pixels")
-        rgb, notes = _to_rgb(item)
+        rgb, notes = _convert(item)
         a = np.asarray(rgb, dtype=np.uint8)
         return DecodedImage(a, sha256_bytes(a.tobytes()), item.format, "; ".join(notes) or None)
     if isinstance(item, np.ndarray):

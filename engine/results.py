@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import logging
+import math
 import os
 import sys
 from dataclasses import asdict, dataclass, field, fields
@@ -50,18 +51,72 @@ class Result:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Result":
-        names = {f.name for f in fields(cls)}
-        d = {k: v for k, v in d.items() if k in names}
-        for k in ("timings_ms", "attribution"):
-            if isinstance(d.get(k), str):
-                d[k] = json.loads(d[k]) if d[k] else ({} if k == "timings_ms" else None)
-        if d.get("timings_ms") is None:
-            d["timings_ms"] = {}
-        return cls(**d)
+    def from_dict(cls, d: dict, where: str = "row") -> "Result":
+        """A row as written by :class:`RowWriter` (jsonl, or csv/parquet text fields), checked field by
+        field; :class:`ResumeError` names ``where`` and the first bad field. Unknown keys are ignored."""
+        return cls(**_normalise(d, where))
 
 
 COLUMNS = [f.name for f in fields(Result)]
+_TEXT = ("sha256", "label", "method", "model_version", "caption", "error", "note", "generator")
+
+
+def _normalise(raw: object, where: str) -> dict:
+    """Type-checked fields of one stored row (csv's strings and JSON text converted back)."""
+    if not isinstance(raw, dict):
+        raise ResumeError(f"{where}: a row must be an object, got {type(raw).__name__}; is this an output of ours?")
+
+    def bad(k: str, v: object) -> ResumeError:
+        return ResumeError(f"{where}: field {k!r} has a bad value {str(v)[:80]!r}; is this an output of ours?")
+
+    d: dict = {}
+    path = raw.get("path")
+    if not isinstance(path, str) or not path:
+        raise bad("path", path)
+    d["path"] = path
+    for k in _TEXT:
+        v = raw.get(k)
+        if v is not None and not isinstance(v, str):
+            raise bad(k, v)
+        d[k] = v
+    v = raw.get("p_ai")
+    if v is not None:
+        if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+            raise bad("p_ai", v)
+        try:
+            v = float(v)
+        except ValueError:
+            raise bad("p_ai", v) from None
+        if not math.isfinite(v):
+            raise bad("p_ai", v)
+    d["p_ai"] = v
+    v = raw.get("random_weights", False)
+    if isinstance(v, str) and v in ("True", "False", "true", "false"):
+        v = v.lower() == "true"
+    if not isinstance(v, bool):
+        raise bad("random_weights", v)
+    d["random_weights"] = v
+    for k in ("width", "height"):
+        v = raw.get(k)
+        if isinstance(v, str) and v.isascii() and v.isdigit() and len(v) < 10:
+            v = int(v)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+            raise bad(k, v)
+        d[k] = v
+    for k in ("timings_ms", "attribution"):
+        v = raw.get(k)
+        if isinstance(v, str):
+            try:
+                v = json.loads(v) if v else None
+            except (ValueError, RecursionError):
+                raise bad(k, v) from None
+        if v is None and k == "timings_ms":
+            v = {}
+        if v is not None and not (isinstance(v, dict) and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) for x in v.values())):
+            raise bad(k, v)
+        d[k] = v
+    return d
 
 
 def _flat(row: dict) -> dict:
@@ -97,14 +152,20 @@ def _truncate_partial_tail(path: Path) -> None:
 
 
 def read_rows(path: Path, fmt: str) -> list[dict]:
-    """Rows already in an output file (and, for parquet, its journal)."""
+    """Rows already in an output file (and, for parquet, its journal), each checked and normalised
+    (see :meth:`Result.from_dict`); anything that is not an output of ours raises :class:`ResumeError`."""
     rows: list[dict] = []
     if fmt == "parquet":
         if path.exists():
             import pyarrow.parquet as pq
 
             try:
-                rows += pq.read_table(path).to_pylist()
+                table = pq.read_table(path)
+                if "path" not in table.column_names:
+                    raise ResumeError(f"{path} has no 'path' column; is this an output of ours?")
+                rows += [_normalise(r, f"{path} row {n}") for n, r in enumerate(table.to_pylist(), 1)]
+            except ResumeError:
+                raise
             except Exception as exc:  # noqa: BLE001 - pyarrow raises many types
                 raise ResumeError(f"cannot read existing parquet output {path}: {exc}") from exc
         journal = journal_path(path)
@@ -114,22 +175,30 @@ def read_rows(path: Path, fmt: str) -> list[dict]:
     if not path.exists():
         return rows
     _truncate_partial_tail(path)
-    if fmt == "jsonl":
-        with open(path, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ResumeError(f"{path}:{n} is not a JSON row; is this an output of ours?") from exc
-    else:
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            if reader.fieldnames and "path" not in reader.fieldnames:
-                raise ResumeError(f"{path} has no 'path' column; is this an output of ours?")
-            for r in reader:
-                rows.append({k: (None if v == "" else v) for k, v in r.items()})
+    try:
+        if fmt == "jsonl":
+            with open(path, encoding="utf-8") as fh:
+                for n, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except (json.JSONDecodeError, RecursionError) as exc:
+                        raise ResumeError(f"{path}:{n} is not a JSON row; is this an output of ours?") from exc
+                    rows.append(_normalise(row, f"{path}:{n}"))
+        else:
+            with open(path, newline="", encoding="utf-8") as fh:
+                reader = csv.DictReader(fh)
+                if reader.fieldnames and "path" not in reader.fieldnames:
+                    raise ResumeError(f"{path} has no 'path' column; is this an output of ours?")
+                for r in reader:
+                    rows.append(_normalise({k: (None if v == "" else v) for k, v in r.items()},
+                                           f"{path}:{reader.line_num}"))
+    except UnicodeDecodeError as exc:
+        raise ResumeError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                          "is this an output of ours?") from exc
+    except csv.Error as exc:
+        raise ResumeError(f"{path} is not a CSV file of ours: {exc}") from exc
     return rows
 
 
@@ -179,7 +248,9 @@ class RowWriter:
         row = result.to_dict()
         if self.fmt == "csv":
             buf = io.StringIO()
-            w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+            # CRLF (RFC 4180): the writer then quotes any field holding \r or \n; with "\n" a bare \r in a caption
+            # or error message went out unquoted and split the row on reading (found by a property test)
+            w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\r\n")
             if self._csv_header:
                 w.writeheader()
                 self._csv_header = False
@@ -230,9 +301,4 @@ def iter_rows(path: str | os.PathLike) -> Iterable[Result]:
     """Read a results file of any format back as :class:`Result` objects."""
     p = Path(path)
     for r in read_rows(p, infer_format(str(p), None)):
-        if isinstance(r.get("random_weights"), str):
-            r["random_weights"] = r["random_weights"] == "True"
-        for k, conv in (("p_ai", float), ("width", int), ("height", int)):
-            if isinstance(r.get(k), str):
-                r[k] = conv(r[k])
-        yield Result.from_dict(r)
+        yield Result(**r)

@@ -18,6 +18,18 @@ for each bad image (nothing of that request is scored); a request not answered w
 ``request_timeout_s`` gets 504; a wrong method 405; 503 while loading. Bad input never reaches
 the model worker, and the worker survives a failed batch (its callers get 500).
 
+Bounded under load: at most ``max_concurrent_requests`` score requests are read and decoded at
+once and at most ``max_queue`` images wait for the model; past either bound a request gets 503
+with ``Retry-After`` at once, so memory is bounded by about ``max_concurrent_requests x
+max_body_bytes`` and no backlog grows. A :class:`~semgir_engine.errors.SystematicError` from the
+model (the model or session cannot run at all) fails its batch with 500 and turns ``/readyz`` to
+503 for good: a load balancer stops sending work to a replica that cannot score.
+
+Auth: with a bearer token (``token``), every route but ``/healthz`` and ``/readyz`` needs
+``Authorization: Bearer <token>`` (401 otherwise). On SIGTERM (``run``) the service stops
+accepting connections, ``/readyz`` says ``draining``, requests in flight are answered, then the
+models are released.
+
 Models load in the lifespan hook, in a background thread, so the port opens at once and
 ``/readyz`` tells when scoring can start; nothing loads at import. Decoding runs in a thread
 pool and the models in one worker thread: the event loop is never blocked.
@@ -30,14 +42,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hmac
 import json
 import logging
+import os
+import stat
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 from .batching import BatcherClosed, DynamicBatcher
-from .errors import InputError, MissingDependencyError
+from .errors import InputError, MissingDependencyError, SemgirError, SystematicError
 from .images import DEFAULT_MAX_PIXELS, DecodedImage, load_image
 from .results import Result
 from .scorer import Scorer, ScorerConfig
@@ -48,8 +63,13 @@ try:
     from pydantic import BaseModel
     from starlette.concurrency import run_in_threadpool
     from starlette.datastructures import UploadFile
+    from starlette.requests import ClientDisconnect
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingDependencyError(exc.name or "fastapi", "serve", "the HTTP service") from exc
+try:
+    import uvicorn
+except ImportError as exc:  # pragma: no cover
+    raise MissingDependencyError("uvicorn", "serve", "the HTTP service") from exc
 try:
     import prometheus_client as prom
 except ImportError as exc:  # pragma: no cover
@@ -59,6 +79,12 @@ log = logging.getLogger(__name__)
 
 API_PREFIX = "/v1"
 ROUTES = ("/v1/score", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs")
+#: routes a prober may call without the bearer token
+OPEN_ROUTES = ("/healthz", "/readyz")
+
+
+class ServeConfigError(SemgirError):
+    """The service cannot start as configured (unreadable token file, non-loopback bind without a token)."""
 
 
 @dataclass(frozen=True)
@@ -71,16 +97,25 @@ class ServeSettings:
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_images_per_request: int = 64
     request_timeout_s: float = 60.0
+    max_queue: int = 512  # images waiting for the model; more -> 503 + Retry-After
+    max_concurrent_requests: int = 128  # score requests being read/decoded/scored at once; more -> 503
+    retry_after_s: int = 1
+    token: str | None = None  # bearer token; None = no authentication (loopback only, or --insecure)
 
     def __post_init__(self):
         if self.max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
         if self.max_wait_ms < 0:
             raise ValueError("max_wait_ms must be >= 0")
-        if self.max_body_bytes < 1 or self.max_pixels < 1 or self.max_images_per_request < 1:
+        if min(self.max_body_bytes, self.max_pixels, self.max_images_per_request, self.max_queue,
+               self.max_concurrent_requests, self.retry_after_s) < 1:
             raise ValueError("limits must be >= 1")
+        if self.max_queue < self.max_images_per_request:
+            raise ValueError("max_queue must hold at least one full request (>= max_images_per_request)")
         if self.request_timeout_s <= 0:
             raise ValueError("request_timeout_s must be > 0")
+        if self.token is not None and not self.token:
+            raise ValueError("token must not be empty")
 
 
 class ScoreResponse(BaseModel):
@@ -98,9 +133,10 @@ class ErrorResponse(BaseModel):
 
 
 class _HTTPError(Exception):
-    def __init__(self, status: int, detail: str, kind: str, errors: list[dict] | None = None):
+    def __init__(self, status: int, detail: str, kind: str, errors: list[dict] | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(detail)
-        self.status, self.detail, self.kind, self.errors = status, detail, kind, errors
+        self.status, self.detail, self.kind, self.errors, self.headers = status, detail, kind, errors, headers
 
 
 # -- metrics ---------------------------------------------------------------------------------------
@@ -122,6 +158,7 @@ class Metrics:
                                             buckets=(.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30), registry=r)
         self.errors = prom.Counter("semgir_errors", "Failed requests by kind", ["kind"], registry=r)
         self.queue_depth = prom.Gauge("semgir_queue_depth", "Images waiting for a batch", registry=r)
+        self.in_flight = prom.Gauge("semgir_requests_in_flight", "Score requests being handled", registry=r)
         self.ready = prom.Gauge("semgir_ready", "1 when the models are loaded", registry=r)
 
     def on_batch(self, size: int, seconds: float) -> None:
@@ -131,10 +168,13 @@ class Metrics:
 
 
 class _Guard:
-    """Pure ASGI middleware: body size limit (413) and request metrics for every route."""
+    """Pure ASGI middleware for every route: bearer token (401), body size limit (413), the bound on
+    concurrent score requests (503 + Retry-After), request metrics."""
 
-    def __init__(self, app, max_body_bytes: int, metrics: Metrics):
-        self.app, self.max_body_bytes, self.metrics = app, max_body_bytes, metrics
+    def __init__(self, app, settings: ServeSettings, metrics: Metrics):
+        self.app, self.settings, self.metrics = app, settings, metrics
+        self.max_body_bytes = settings.max_body_bytes
+        self.in_flight = 0
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -149,15 +189,31 @@ class _Guard:
                 status["code"] = message["status"]
             await send(message)
 
+        counted = False
         try:
             length = _content_length(scope)
+            token = self.settings.token
+            if token is not None and path not in OPEN_ROUTES and not _authorized(scope, token):
+                self.metrics.errors.labels("unauthorized").inc()
+                await self._reject(receive, send_wrapper, length, 401, "missing or wrong bearer token",
+                                   [(b"www-authenticate", b'Bearer realm="semgir-engine"')])
+                return
             if length is not None and length > self.max_body_bytes:
                 self.metrics.errors.labels("too_large").inc()
-                if length <= DRAIN_FACTOR * self.max_body_bytes:
-                    await _drain(receive)  # so the client reads the 413 instead of a connection reset
-                await _send_json(send_wrapper, 413, {"detail": f"request body of {length} bytes exceeds the limit "
-                                                               f"of {self.max_body_bytes} bytes"})
+                await self._reject(receive, send_wrapper, length, 413, f"request body of {length} bytes exceeds "
+                                                                      f"the limit of {self.max_body_bytes} bytes")
                 return
+            if route == "/v1/score":
+                if self.in_flight >= self.settings.max_concurrent_requests:
+                    self.metrics.errors.labels("overloaded").inc()
+                    await self._reject(receive, send_wrapper, length, 503,
+                                       f"overloaded: {self.in_flight} requests in flight (limit "
+                                       f"{self.settings.max_concurrent_requests}); retry later",
+                                       [(b"retry-after", str(self.settings.retry_after_s).encode())])
+                    return
+                self.in_flight += 1
+                counted = True
+                self.metrics.in_flight.set(self.in_flight)
             received = 0
 
             async def limited_receive():
@@ -172,20 +228,44 @@ class _Guard:
 
             await self.app(scope, limited_receive, send_wrapper)
         finally:
+            if counted:
+                self.in_flight -= 1
+                self.metrics.in_flight.set(self.in_flight)
             self.metrics.requests.labels(route, scope.get("method", ""), str(status["code"])).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
 
+    async def _reject(self, receive, send, length: int | None, status: int, detail: str,
+                      headers: list[tuple[bytes, bytes]] = ()) -> None:
+        """Answer without handing the request to the app; a moderately sized body is read and discarded
+        first, so the client reads the answer instead of a connection reset."""
+        if length is None or length <= DRAIN_FACTOR * self.max_body_bytes:
+            await _drain(receive, DRAIN_FACTOR * self.max_body_bytes)
+        await _send_json(send, status, {"detail": detail}, headers)
+
+
+#: status recorded (metrics, access log) for a request whose client hung up mid-upload (nginx's convention)
+CLIENT_CLOSED = 499
 
 #: an oversize body up to this multiple of the limit is read and discarded before the 413 goes out;
 #: larger ones get the 413 at once and the connection is closed
 DRAIN_FACTOR = 4
 
 
-async def _drain(receive) -> None:
-    while True:
+async def _drain(receive, limit: int) -> None:
+    seen = 0
+    while seen <= limit:
         message = await receive()
+        seen += len(message.get("body", b""))
         if message["type"] != "http.request" or not message.get("more_body", False):
             return
+
+
+def _authorized(scope, token: str) -> bool:
+    want = b"bearer " + token.encode()
+    for k, v in scope.get("headers", ()):
+        if k == b"authorization":
+            return len(v) == len(want) and v[:7].lower() == want[:7] and hmac.compare_digest(v[7:], want[7:])
+    return False
 
 
 def _content_length(scope) -> int | None:
@@ -198,11 +278,11 @@ def _content_length(scope) -> int | None:
     return None
 
 
-async def _send_json(send, status: int, body: dict) -> None:
+async def _send_json(send, status: int, body: dict, headers: list[tuple[bytes, bytes]] = ()) -> None:
     data = json.dumps(body).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-                            (b"connection", b"close")]})
+                            (b"connection", b"close"), *headers]})
     await send({"type": "http.response.body", "body": data})
 
 
@@ -223,7 +303,7 @@ async def _read_images(request: Request, settings: ServeSettings) -> tuple[list[
     elif ctype == "application/json":
         try:
             payload = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:  # deep nesting: RecursionError
             raise _HTTPError(400, f"body is not valid JSON: {exc}", "bad_request") from exc
         images = payload.get("images") if isinstance(payload, dict) else None
         if not isinstance(images, list):
@@ -279,10 +359,18 @@ class _State:
         self.batcher: DynamicBatcher | None = None
         self.load_error: str | None = None
         self.load_task: asyncio.Task | None = None
+        self.fault: str | None = None  # a SystematicError seen while scoring: not ready any more
+        self.draining = False  # SIGTERM received: finishing what is in flight
 
     @property
     def ready(self) -> bool:
-        return self.batcher is not None
+        return self.batcher is not None and self.fault is None and not self.draining
+
+    def on_fault(self, exc: SystematicError) -> None:
+        if self.fault is None:
+            log.error("systematic fault: the models cannot score; /readyz now fails: %s", exc)
+        self.fault = f"{type(exc).__name__}: {exc}"
+        self.metrics.ready.set(0)
 
     async def load(self) -> None:
         t0 = time.perf_counter()
@@ -315,17 +403,24 @@ class _State:
 
 def create_app(config: ScorerConfig = ScorerConfig(), *, max_batch_size: int = 8, max_wait_ms: float = 10.0,
                max_body_bytes: int = 32 * 1024 * 1024, max_pixels: int | None = None,
-               request_timeout_s: float = 60.0, max_images_per_request: int = 64,
+               request_timeout_s: float = 60.0, max_images_per_request: int = 64, max_queue: int = 512,
+               max_concurrent_requests: int = 128, retry_after_s: int = 1, token: str | None = None,
+               token_file: str | os.PathLike | None = None,
                scorer_factory: Callable[[ScorerConfig], Scorer] = Scorer):
     """Build the ASGI app. Nothing loads until the server runs the lifespan hook.
 
     ``max_pixels`` (default: ``config.max_pixels``) bounds each decoded image; each image's
-    encoded size is bounded by the body limit. ``scorer_factory(config)`` builds the scorer
-    (tests use it to control loading).
+    encoded size is bounded by the body limit. ``token`` (or ``token_file``, see
+    :func:`read_token`) turns on bearer authentication. ``scorer_factory(config)`` builds the
+    scorer (tests use it to control loading).
     """
+    if token_file is not None:
+        token = read_token(token_file)
     settings = ServeSettings(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_body_bytes=max_body_bytes,
                              max_pixels=max_pixels or config.max_pixels, request_timeout_s=request_timeout_s,
-                             max_images_per_request=max_images_per_request)
+                             max_images_per_request=max_images_per_request, max_queue=max_queue,
+                             max_concurrent_requests=max_concurrent_requests, retry_after_s=retry_after_s,
+                             token=token)
     config = replace(config, max_pixels=settings.max_pixels, max_bytes=min(config.max_bytes, max_body_bytes),
                      batch_size=max(config.batch_size, max_batch_size))
     state = _State(config, settings, scorer_factory)
@@ -347,7 +442,7 @@ def create_app(config: ScorerConfig = ScorerConfig(), *, max_batch_size: int = 8
         body: dict[str, Any] = {"detail": exc.detail}
         if exc.errors:
             body["errors"] = exc.errors
-        return JSONResponse(body, status_code=exc.status)
+        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
 
     @app.get("/healthz", summary="The process is alive")
     async def healthz() -> dict:
@@ -358,8 +453,10 @@ def create_app(config: ScorerConfig = ScorerConfig(), *, max_batch_size: int = 8
         if state.ready:
             assert state.scorer is not None
             return {"status": "ready", "method": state.scorer.method, "model_version": state.scorer.version}
-        if state.load_error:
-            return JSONResponse({"status": "failed", "detail": state.load_error}, status_code=503)
+        if state.draining:
+            return JSONResponse({"status": "draining", "detail": "shutting down"}, status_code=503)
+        if state.load_error or state.fault:
+            return JSONResponse({"status": "failed", "detail": state.load_error or state.fault}, status_code=503)
         return JSONResponse({"status": "loading", "detail": "models are loading"}, status_code=503)
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
@@ -383,11 +480,15 @@ def create_app(config: ScorerConfig = ScorerConfig(), *, max_batch_size: int = 8
         },
     }
 
+    retry = {"Retry-After": str(settings.retry_after_s)}
+
     @app.post(f"{API_PREFIX}/score", summary="Score images", response_model=ScoreResponse,
               openapi_extra={"requestBody": score_body},
               responses={400: {"model": ErrorResponse, "description": "bad image or request"},
                          413: {"model": ErrorResponse, "description": "body, image count or pixels over the limit"},
-                         503: {"model": ErrorResponse, "description": "models not loaded yet"},
+                         401: {"model": ErrorResponse, "description": "missing or wrong bearer token"},
+                         503: {"model": ErrorResponse, "description": "models not loaded yet, overloaded "
+                                                                         "(Retry-After), or unable to score"},
                          504: {"model": ErrorResponse, "description": "not answered within the request timeout"}})
     async def score(request: Request):
         try:
@@ -398,14 +499,27 @@ def create_app(config: ScorerConfig = ScorerConfig(), *, max_batch_size: int = 8
 
     async def _score(request: Request):
         batcher, scorer = state.batcher, state.scorer
-        if batcher is None or scorer is None:
-            raise _HTTPError(503, state.load_error or "models are loading; see /readyz", "not_ready")
-        names, blobs = await _read_images(request, settings)
+        if batcher is None or scorer is None or state.fault:
+            raise _HTTPError(503, state.fault or state.load_error or "models are loading; see /readyz", "not_ready",
+                             headers=None if state.fault or state.load_error else retry)
+        try:
+            names, blobs = await _read_images(request, settings)
+        except ClientDisconnect:  # the client hung up mid-upload: nobody to answer, nothing to log as an error
+            raise _HTTPError(CLIENT_CLOSED, "the client closed the connection before sending the whole body",
+                             "client_disconnect") from None
         decoded = await run_in_threadpool(_decode_all, settings, names, blobs)
+        del blobs
+        waiting = batcher.live_depth
+        if waiting + len(decoded) > settings.max_queue:
+            raise _HTTPError(503, f"overloaded: {waiting} images queued (limit {settings.max_queue}); retry later",
+                             "overloaded", headers=retry)
         try:
             results: list[Result] = await batcher.submit(decoded, names)
         except BatcherClosed as exc:
-            raise _HTTPError(503, str(exc), "not_ready") from exc
+            raise _HTTPError(503, str(exc), "not_ready", headers=retry) from exc
+        except SystematicError as exc:
+            state.on_fault(exc)
+            raise _HTTPError(500, f"the models cannot score: {exc}", "systematic") from exc
         except Exception as exc:  # noqa: BLE001 - the worker failed this batch; it lives on
             log.exception("scoring failed")
             raise _HTTPError(500, f"scoring failed: {type(exc).__name__}: {exc}", "internal") from exc
@@ -415,8 +529,23 @@ def create_app(config: ScorerConfig = ScorerConfig(), *, max_batch_size: int = 8
         return JSONResponse({"results": [r.to_dict() for r in results], "method": scorer.method,
                              "model_version": scorer.version, "random_weights": scorer.random_weights})
 
-    app.add_middleware(_Guard, max_body_bytes=settings.max_body_bytes, metrics=state.metrics)
+    app.add_middleware(_Guard, settings=settings, metrics=state.metrics)
     return app
+
+
+def read_token(path: str | os.PathLike) -> str:
+    """The bearer token in ``path`` (surrounding whitespace stripped); refused if unreadable or empty.
+    A file other users can read is accepted with a warning."""
+    try:
+        st = os.stat(path)
+        text = open(path, encoding="utf-8").read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ServeConfigError(f"cannot read the token file {path}: {exc}") from exc
+    if not text or any(c.isspace() for c in text):
+        raise ServeConfigError(f"the token file {path} must hold one token (non-empty, no whitespace)")
+    if st.st_mode & (stat.S_IRGRP | stat.S_IROTH):
+        log.warning("the token file %s is readable by other users (chmod 600 it)", path)
+    return text
 
 
 def _version() -> str:
@@ -437,11 +566,36 @@ def is_loopback(host: str) -> bool:
 
 
 def run(config: ScorerConfig, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
+        token_file: str | os.PathLike | None = None, insecure: bool = False, drain_timeout_s: float = 30.0,
         **app_kwargs) -> None:
-    """Serve until interrupted (uvicorn, one process; the batcher needs a single model owner)."""
-    import uvicorn
+    """Serve until SIGTERM/SIGINT (uvicorn, one process; the batcher needs a single model owner).
 
+    A non-loopback ``host`` needs a ``token_file`` unless ``insecure`` (refused otherwise). On
+    SIGTERM, requests in flight get up to ``drain_timeout_s`` seconds to finish.
+    """
+    token = read_token(token_file) if token_file is not None else None
     if not is_loopback(host):
-        log.warning("binding %s: the service is reachable from other machines (no authentication)", host)
-    uvicorn.run(create_app(config, **app_kwargs), host=host, port=port, log_level=log_level, workers=1,
-                timeout_graceful_shutdown=10)
+        if token is None and not insecure:
+            raise ServeConfigError(f"refusing to bind {host}, a non-loopback address, without authentication: "
+                                   "give --token-file FILE (or --insecure to serve it open)")
+        if token is None:
+            log.warning("binding %s without authentication (--insecure): anyone who can reach it can use it", host)
+    app = create_app(config, token=token, **app_kwargs)
+    server = DrainingServer(uvicorn.Config(app, host=host, port=port, log_level=log_level, workers=1,
+                                            timeout_graceful_shutdown=drain_timeout_s))
+    server.run()
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, marking the app as draining (``/readyz`` 503) as soon as a signal arrives;
+    uvicorn then stops accepting, lets requests in flight finish (``timeout_graceful_shutdown``)
+    and runs the lifespan shutdown, which releases the models."""
+
+    def handle_exit(self, sig, frame) -> None:
+        state = getattr(getattr(self.config.app, "state", None), "semgir", None)
+        if state is not None and not state.draining:
+            state.draining = True
+            state.metrics.ready.set(0)
+            log.warning("signal %s: draining (%d images queued), then stopping", sig,
+                        state.batcher.live_depth if state.batcher else 0)
+        super().handle_exit(sig, frame)

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import re
-import socket
 import threading
 import time
 
 import pytest
 
-from conftest import make_image
+from serve_helpers import LiveServer, png
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -28,47 +26,6 @@ from semgir_engine.images import load_image  # noqa: E402
 from semgir_engine.results import Result  # noqa: E402
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def png(seed: int, size=(48, 40)) -> bytes:
-    buf = io.BytesIO()
-    make_image(seed, size=size).save(buf, "PNG")
-    return buf.getvalue()
-
-
-class LiveServer:
-    """uvicorn in a daemon thread on a socket we bound to 127.0.0.1:0."""
-
-    def __init__(self, app):
-        import uvicorn
-
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> "LiveServer":
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("server did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-        self.sock.close()
-
-    def wait_ready(self, client, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while client.get("/readyz").status_code != 200:
-            if time.monotonic() > deadline:
-                raise TimeoutError("/readyz never became 200")
-            time.sleep(0.05)
 
 
 class _Shared:
@@ -363,8 +320,11 @@ def test_serve_command_passes_options(monkeypatch):
     got = {}
     monkeypatch.setattr(serve, "run", lambda cfg, **kw: got.update(cfg=cfg, **kw))
     r = CliRunner().invoke(main, ["serve", "--port", "0", "--max-batch-size", "4", "--max-wait-ms", "3",
-                                  "--models", "tiny", "--method", "semgir", "--max-pixels", "1000"])
+                                  "--models", "tiny", "--method", "semgir", "--max-pixels", "1000", "--max-queue", "100",
+                                  "--max-concurrent-requests", "7", "--drain-timeout", "5"])
     assert r.exit_code == 0, r.output
+    assert got["max_queue"] == 100 and got["max_concurrent_requests"] == 7 and got["drain_timeout_s"] == 5
+    assert got["token_file"] is None and got["insecure"] is False
     assert got["host"] == "127.0.0.1" and got["port"] == 0 and got["max_batch_size"] == 4
     assert got["max_wait_ms"] == 3 and got["cfg"].models == "tiny" and got["cfg"].max_pixels == 1000
 

@@ -9,6 +9,9 @@ digest, precision, shape profile, runtime version and, for TensorRT, the GPU's c
 ``load`` re-hashes every file and compares the stored key: a stale, foreign or corrupt artifact is
 removed and rebuilt, never trusted because the file exists. Builds happen in a temporary folder
 beside the target and are moved into place atomically, so an interrupted build leaves nothing.
+Concurrent runs (threads or processes) sharing a cache build each artifact once: building and
+replacing happen under a per-key file lock (``<key>.lock``), and a run that waited for the lock
+loads what the other built.
 
 Root: ``cache_dir`` argument, else ``$SEMGIR_CACHE``, else ``~/.cache/semgir-engine`` (``artifacts/`` inside).
 """
@@ -28,6 +31,7 @@ from typing import Callable, Mapping
 
 from ..errors import SemgirError
 from ..hashing import sha256_file
+from ..locking import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -80,23 +84,29 @@ class ArtifactCache:
         if not mf.is_file():
             return None, "absent" if not d.exists() else "no artifact.json"
         try:
-            info = json.loads(mf.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            info = json.loads(mf.read_bytes())
+        except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or not UTF-8
             return None, f"unreadable artifact.json ({exc})"
-        if info.get("key") != key or artifact_key(info.get("parts", {})) != key:
+        if not isinstance(info, dict) or not isinstance(info.get("parts"), dict) or not isinstance(
+                info.get("meta", {}), dict):
+            return None, "malformed artifact.json"
+        if info.get("key") != key or artifact_key(info["parts"]) != key:
             return None, "foreign artifact (its key does not match what it was built from)"
-        files = info.get("files", [])
-        if not files:
+        files = info.get("files")
+        if not files or not isinstance(files, list):
             return None, "no files recorded"
         for f in files:
+            if not (isinstance(f, dict) and isinstance(f.get("name"), str) and isinstance(f.get("bytes"), int)
+                    and isinstance(f.get("sha256"), str)):
+                return None, "malformed file record in artifact.json"
             p = d / f["name"]
-            if not p.is_file():
-                return None, f"{f['name']} missing"
+            if p.parent != d or not p.is_file():
+                return None, f"{f['name']!r} missing"
             if p.stat().st_size != f["bytes"]:
-                return None, f"{f['name']} has {p.stat().st_size} bytes, recorded {f['bytes']}"
+                return None, f"{f['name']} has {p.stat().st_size} bytes, recorded {f['bytes']} (truncated or replaced)"
             if sha256_file(p) != f["sha256"]:
                 return None, f"{f['name']} sha256 differs from the record (corrupt or replaced)"
-        return Artifact(key, d, tuple(f["name"] for f in files), info.get("parts", {}), info.get("meta", {})), "ok"
+        return Artifact(key, d, tuple(f["name"] for f in files), info["parts"], info.get("meta", {})), "ok"
 
     def load(self, key: str) -> Artifact | None:
         art, why = self.check(key)
@@ -116,12 +126,19 @@ class ArtifactCache:
         ``tmp_dir`` and may return extra metadata), record every file's hash, and move it into place."""
         parts = json.loads(json.dumps(dict(parts), sort_keys=True, default=str))
         key = artifact_key(parts)
-        art = self.load(key)
+        art, _ = self.check(key)  # lock-free fast path: a complete artifact only ever appears by rename
         if art is not None:
             log.info("cache: hit %s (%s)", key[:16], parts.get("kind", "artifact"))
             return art
         target = self.dir_for(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        with file_lock(target.parent / f"{key}.lock"):
+            art = self.load(key)  # built by another run while we waited, or a broken one to discard
+            if art is not None:
+                log.info("cache: hit %s (%s, built concurrently)", key[:16], parts.get("kind", "artifact"))
+                return art
+            return self._build(key, parts, target, build)
+
+    def _build(self, key: str, parts: dict, target: Path, build: Callable[[Path], Mapping | None]) -> Artifact:
         tmp = Path(tempfile.mkdtemp(prefix=f".{key[:16]}-", dir=target.parent))
         try:
             t0 = time.perf_counter()
