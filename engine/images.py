@@ -89,7 +89,10 @@ def _to_rgb(img: Image.Image) -> tuple[Image.Image, list[str]]:
         elif mode == "I":
             hi = 65535.0 if arr.max(initial=0) > 255 else 255.0
             arr = arr / hi
-        else:  # float image: assume [0, 1] unless it is clearly wider
+        else:  # float image: assume [0, 1] unless it is clearly wider; NaN/inf pixels count as 0/max
+            if not np.isfinite(arr).all():
+                notes.append("non-finite float pixels clipped")
+                arr = np.nan_to_num(arr, nan=0.0, posinf=1.0, neginf=0.0)
             hi = arr.max(initial=1.0)
             arr = arr / (hi if hi > 1.0 else 1.0)
         arr8 = np.clip(np.round(arr * 255.0), 0, 255).astype(np.uint8)

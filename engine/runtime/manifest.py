@@ -34,8 +34,9 @@ def load_manifest(export_dir: str | Path, missing_ok: bool = False) -> dict:
         raise ExportDirError(f"{export_dir} has no {MANIFEST}: export it with `semgir-engine export --out {export_dir}`")
     try:
         data = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ExportDirError(f"{p} is not valid JSON ({exc}); re-export, or export with --force") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise ExportDirError(f"{p} is not valid JSON ({why}); re-export, or export with --force") from exc
     if not isinstance(data, dict) or not isinstance(data.get("components", {}), dict) \
             or not isinstance(data.get("pipeline", {}), dict):
         raise ExportDirError(f"{p} is not an export manifest (expected an object with 'components' and 'pipeline')")
@@ -49,6 +50,8 @@ def spec_current(name: str, entry: dict) -> bool:
     from .. import registry
 
     digest = entry.get("spec_digest")
+    if digest is not None and not isinstance(digest, str):
+        return False
     return digest is None or digest in {registry.get(name, size).digest() for size in ("tiny", "full")}
 
 
@@ -66,8 +69,7 @@ def component_entry(export_dir: str | Path, manifest: dict, name: str, precision
     if entry is None:
         got, entry = next(iter(entries.items()))
         log.warning("%s: no %s graph of %s in %s; using the %s one", name, precision, name, export_dir, got)
-    if not isinstance(entry, dict) or "file" not in entry:
-        raise ExportDirError(f"{export_dir}: the manifest entry of {name} is malformed; re-export it")
+    files = _entry_files(export_dir, name, entry)
     if not spec_current(name, entry):
         raise ExportDirError(f"{export_dir}: {name} was exported with another version of its spec (inputs/outputs "
                              f"changed since); re-export it with `semgir-engine export --components {name} --force`")
@@ -77,10 +79,37 @@ def component_entry(export_dir: str | Path, manifest: dict, name: str, precision
     if verify:
         from ..hashing import sha256_file
 
-        for f in entry.get("files", [{"file": entry["file"], "sha256": entry.get("sha256")}]):
-            if sha256_file(Path(export_dir) / f["file"]) != f["sha256"]:
-                raise ExportDirError(f"{f['file']}: sha256 differs from the manifest (corrupt or replaced); re-export")
+        for f, digest in files:
+            if not (Path(export_dir) / f).is_file():
+                raise ExportDirError(f"{Path(export_dir) / f} is listed in the manifest but missing; re-export {name}")
+            if sha256_file(Path(export_dir) / f) != digest:
+                raise ExportDirError(f"{f}: sha256 differs from the manifest (corrupt or replaced); re-export")
     return path, entry
+
+
+def _relative_file(export_dir, name: str, value) -> str:
+    """A file name the manifest lists (relative to the export directory; the Triton pipeline's points
+    into the model repository with ``../``), refused unless it is a non-empty string."""
+    if not isinstance(value, str) or not value:
+        raise ExportDirError(f"{export_dir}: the manifest entry of {name} names no valid file ({value!r}); re-export it")
+    return value
+
+
+def _entry_files(export_dir, name: str, entry) -> list[tuple[str, str | None]]:
+    """(file, sha256) of every file of one manifest entry (the graph and its external data), validated."""
+    if not isinstance(entry, dict):
+        raise ExportDirError(f"{export_dir}: the manifest entry of {name} is malformed; re-export it")
+    _relative_file(export_dir, name, entry.get("file"))
+    records = entry.get("files", [{"file": entry["file"], "sha256": entry.get("sha256")}])
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise ExportDirError(f"{export_dir}: the file list of {name} in the manifest is malformed; re-export it")
+    out = []
+    for r in records:
+        digest = r.get("sha256")
+        if digest is not None and not isinstance(digest, str):
+            raise ExportDirError(f"{export_dir}: a sha256 of {name} in the manifest is malformed; re-export it")
+        out.append((_relative_file(export_dir, name, r.get("file")), digest))
+    return out
 
 
 def pipeline_settings(export_dir: str | Path, manifest: dict, *needs: str) -> dict:
