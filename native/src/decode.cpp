@@ -36,6 +36,8 @@ struct Raw {
   std::string xmp;   // XMP packet text
 };
 
+const char* const kUnrecognised = "not a recognised image format (corrupt or not an image)";
+
 void check_size(int64_t w, int64_t h, int64_t max_pixels) {
   if (w <= 0 || h <= 0)
     throw InputError("image has no pixels (" + std::to_string(w) + "x" + std::to_string(h) + ")");
@@ -53,7 +55,7 @@ struct JpegErr {
   jmp_buf jump;
   char message[JMSG_LENGTH_MAX];
   bool truncated;  // input ended before every scanline was decoded
-  j_decompress_ptr cinfo;
+  bool header_read;
 };
 
 void jpeg_error_exit(j_common_ptr c) {
@@ -75,7 +77,7 @@ void jpeg_silent(j_common_ptr) {}
 
 // Everything between setjmp and a longjmp is plain C data, so no destructor is skipped.
 bool decode_jpeg_core(const uint8_t* data, size_t size, int64_t max_pixels, Raw* out, std::string* err,
-                      bool* too_large, int64_t* dims) {
+                      bool* too_large, int64_t* dims, bool* header_read) {
   jpeg_decompress_struct cinfo;
   JpegErr jerr;
   std::memset(&jerr, 0, sizeof jerr);
@@ -85,6 +87,7 @@ bool decode_jpeg_core(const uint8_t* data, size_t size, int64_t max_pixels, Raw*
   jerr.pub.output_message = jpeg_silent;
   if (setjmp(jerr.jump)) {
     *err = jerr.message;
+    *header_read = jerr.header_read;
     jpeg_destroy_decompress(&cinfo);
     return false;
   }
@@ -92,6 +95,7 @@ bool decode_jpeg_core(const uint8_t* data, size_t size, int64_t max_pixels, Raw*
   jpeg_mem_src(&cinfo, data, static_cast<unsigned long>(size));
   jpeg_save_markers(&cinfo, JPEG_APP0 + 1, 0xFFFF);
   jpeg_read_header(&cinfo, TRUE);
+  jerr.header_read = true;
   dims[0] = cinfo.image_width;
   dims[1] = cinfo.image_height;
   if (cinfo.image_width == 0 || cinfo.image_height == 0 ||
@@ -145,8 +149,10 @@ Raw decode_jpeg(const uint8_t* data, size_t size, int64_t max_pixels) {
   std::string err;
   bool too_large = false;
   int64_t dims[2] = {0, 0};
-  if (decode_jpeg_core(data, size, max_pixels, &raw, &err, &too_large, dims)) return raw;
+  bool header_read = true;
+  if (decode_jpeg_core(data, size, max_pixels, &raw, &err, &too_large, dims, &header_read)) return raw;
   if (too_large) check_size(dims[0], dims[1], max_pixels);
+  if (!header_read) throw InputError(kUnrecognised);  // as Pillow: no plugin could open it
   if (err == "truncated") throw InputError("truncated image: image file is truncated");
   throw InputError("cannot decode image: " + err);
 }
@@ -180,6 +186,7 @@ struct PngState {
   png_structp png = nullptr;
   png_infop info = nullptr;
   char message[256] = {0};
+  bool header_read = false;
   std::vector<png_bytep> rows;
 };
 
@@ -192,6 +199,7 @@ bool decode_png_core(PngState* st, PngReader* rd, int64_t max_pixels, Raw* out, 
   png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_ALWAYS, reinterpret_cast<png_const_bytep>("acTL"), 1);
   png_set_user_limits(png, 0x7fffffff, 0x7fffffff);
   png_read_info(png, info);
+  st->header_read = true;
   png_uint_32 w = png_get_image_width(png, info), h = png_get_image_height(png, info);
   dims[0] = w;
   dims[1] = h;
@@ -269,6 +277,7 @@ Raw decode_png(const uint8_t* data, size_t size, int64_t max_pixels) {
   if (too_large) check_size(dims[0], dims[1], max_pixels);
   if (!ok) {
     std::string msg = st.message;
+    if (!st.header_read) throw InputError(kUnrecognised);
     if (msg == "truncated" || msg.find("Read Error") != std::string::npos || msg.find("EOF") != std::string::npos)
       throw InputError("truncated image: image file is truncated");
     throw InputError("cannot decode image: " + msg);
@@ -289,7 +298,7 @@ Raw decode_webp(const uint8_t* data, size_t size, int64_t max_pixels) {
   Raw raw;
   WebPData wd{data, size};
   std::unique_ptr<WebPDemuxer, void (*)(WebPDemuxer*)> demux(WebPDemux(&wd), WebPDemuxDelete);
-  if (!demux) throw InputError("cannot decode image: invalid WebP data");
+  if (!demux) throw InputError(kUnrecognised);
   uint32_t w = WebPDemuxGetI(demux.get(), WEBP_FF_CANVAS_WIDTH), h = WebPDemuxGetI(demux.get(), WEBP_FF_CANVAS_HEIGHT);
   uint32_t flags = WebPDemuxGetI(demux.get(), WEBP_FF_FORMAT_FLAGS);
   uint32_t frames = WebPDemuxGetI(demux.get(), WEBP_FF_FRAME_COUNT);
