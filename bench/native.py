@@ -46,16 +46,19 @@ class _Options(ctypes.Structure):  # include/semgir.h: semgir_options
 class NativeScorer:
     """libsemgir through ctypes: open, batch-score files, close."""
 
-    def __init__(self, export_dir: Path, threads: int, lib: Path = BUILD / "libsemgir.so"):
+    def __init__(self, export_dir: Path, threads: int, runtime: int = 0, lib: Path = BUILD / "libsemgir.so"):
         self.lib = ctypes.CDLL(str(lib))
         self.lib.semgir_open.argtypes = [ctypes.c_char_p, ctypes.POINTER(_Options), ctypes.POINTER(ctypes.c_void_p)]
         self.lib.semgir_score_files.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_char_p), ctypes.c_size_t,
                                                 ctypes.POINTER(_Result)]
         self.lib.semgir_close.argtypes = [ctypes.c_void_p]
         self.lib.semgir_last_error.restype = ctypes.c_char_p
+        self.lib.semgir_runtimes.restype = ctypes.c_char_p
+        self.runtimes = self.lib.semgir_runtimes().decode()
         opt = _Options()
         self.lib.semgir_options_init(ctypes.byref(opt))
         opt.intra_threads = threads
+        opt.runtime = runtime  # 0 onnxruntime, 1 openvino
         self.h = ctypes.c_void_p()
         if self.lib.semgir_open(str(export_dir).encode(), ctypes.byref(opt), ctypes.byref(self.h)) != 0:
             raise RuntimeError(self.lib.semgir_last_error().decode())
@@ -110,6 +113,11 @@ def main(export_dir, images, n, batch_size, threads, repeats, out):
     native = NativeScorer(export_dir, threads)
     t_nat, p_nat = _timed(lambda: native.score(paths, batch_size), repeats)
     native.close()
+    t_ov = ov_diff = None
+    if "openvino" in native.runtimes:
+        ov = NativeScorer(export_dir, threads, runtime=1)
+        t_ov, p_ov = _timed(lambda: ov.score(paths, batch_size), repeats)
+        ov.close()
     cfg = ScorerConfig(method="patch", backend="onnxruntime", export_dir=str(export_dir), batch_size=batch_size)
     with Scorer(cfg) as scorer:
         t_py, res = _timed(lambda: scorer.score(paths), repeats)
@@ -118,6 +126,11 @@ def main(export_dir, images, n, batch_size, threads, repeats, out):
     max_diff = max(abs(a - b) for a, b in both) if both else None
     rows.append({"level": "library (in-process, decode included)", "python_ort_img_s": n / t_py,
                  "native_img_s": n / t_nat, "speedup": t_py / t_nat})
+    if t_ov is not None:
+        rows.append({"level": "library, native on OpenVINO (fp32)", "python_ort_img_s": n / t_py,
+                     "native_img_s": n / t_ov, "speedup": t_py / t_ov})
+        ov_diff = max(abs(a - b) for a, b in zip(p_ov, p_py) if a is not None and b is not None)
+        meta_ov = f" OpenVINO vs Python ORT: max |p_ai| difference {ov_diff:.2e}."
 
     env = dict(os.environ, SEMGIR_ORT_THREADS=str(threads))
     cli_py = [str(Path(sys.executable).with_name("semgir-engine")), "-q", "score", *paths, "--backend", "onnxruntime",
@@ -134,13 +147,15 @@ def main(export_dir, images, n, batch_size, threads, repeats, out):
     import onnxruntime
 
     meta = {"images": n, "source": str(images), "batch_size": batch_size, "ort_threads": threads, "repeats": repeats,
-            "max_abs_p_ai_diff": max_diff, "scored_by_both": len(both), "onnxruntime": onnxruntime.__version__,
+            "max_abs_p_ai_diff": max_diff, "max_abs_p_ai_diff_openvino": ov_diff if t_ov is not None else None,
+            "scored_by_both": len(both), "onnxruntime": onnxruntime.__version__, "native_runtimes": native.runtimes,
             "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
             "command": "python -m semgir_engine.bench.native " + " ".join(sys.argv[1:])}
     (out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     lines = ["# Patch detector: native (libsemgir) vs Python ONNX Runtime backend", "",
              f"{n} images from `{images}`, batch {batch_size}, {threads} ORT threads on both sides, median of "
-             f"{repeats} runs after a warm-up, same run. Max |p_ai| difference {max_diff:.2e} over {len(both)} images.",
+             f"{repeats} runs after a warm-up, same run. Max |p_ai| difference {max_diff:.2e} over {len(both)} images."
+             + (meta_ov if t_ov is not None else ""),
              "", "| level | Python ORT img/s | native img/s | speed-up |", "|---|---|---|---|"]
     lines += [f"| {r['level']} | {r['python_ort_img_s']:.1f} | {r['native_img_s']:.1f} | {r['speedup']:.2f}x |"
               for r in rows]

@@ -6,7 +6,7 @@
 #   2. ONNX Runtime C/C++ headers: only the headers of Debian's libonnxruntime-dev from a newer
 #      suite (the system's own apt sources with the suite changed, in a private apt state);
 #   3. cmake configure + build.
-# SEMGIR_NATIVE=0 skips it; SEMGIR_ORT_INCLUDE_DIR / SEMGIR_ORT_ROOT use your own ORT (see README).
+# SEMGIR_NATIVE=0 skips it; SEMGIR_OPENVINO=0 builds without OpenVINO; SEMGIR_ORT_INCLUDE_DIR / SEMGIR_ORT_ROOT use your own ORT (see README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "${SEMGIR_NATIVE:-1}" = 0 ] && { echo "native build skipped (SEMGIR_NATIVE=0)"; exit 0; }
@@ -22,6 +22,11 @@ if [ -n "$missing" ]; then
     echo "error: the native build needs these Debian packages: $missing (run as root or install them)" >&2
     exit 1
   fi
+fi
+
+# OpenVINO (optional second runtime): its PyPI wheel ships the C++ headers and OpenVINOConfig.cmake
+if [ "${SEMGIR_OPENVINO:-1}" != 0 ] && ! .venv/bin/python -c "import openvino" 2>/dev/null; then
+  .venv/bin/python -m pip install -q openvino >/dev/null 2>&1 || echo "warning: openvino not installed; building without it" >&2
 fi
 
 DEPS=build/_deps
@@ -53,7 +58,7 @@ if [ -z "${SEMGIR_ORT_INCLUDE_DIR:-}${SEMGIR_ORT_ROOT:-}" ] && [ ! -f "$HDR/onnx
   echo "ONNX Runtime headers: $(basename "$deb") -> $HDR"
 fi
 
-cmake -S . -B build/native -DCMAKE_BUILD_TYPE=Release ${SEMGIR_ORT_INCLUDE_DIR:+-DSEMGIR_ORT_INCLUDE_DIR="$SEMGIR_ORT_INCLUDE_DIR"} \
+cmake -S . -B build/native -DCMAKE_BUILD_TYPE=Release -DSEMGIR_WITH_OPENVINO=$([ "${SEMGIR_OPENVINO:-1}" = 0 ] && echo OFF || echo AUTO) ${SEMGIR_ORT_INCLUDE_DIR:+-DSEMGIR_ORT_INCLUDE_DIR="$SEMGIR_ORT_INCLUDE_DIR"} \
   ${SEMGIR_ORT_ROOT:+-DSEMGIR_ORT_ROOT="$SEMGIR_ORT_ROOT"} >/dev/null
 cmake --build build/native -j"$(nproc)" >/dev/null
 echo "native: built build/native/libsemgir.so, build/native/semgir-score (ctest --test-dir build/native)"

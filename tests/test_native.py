@@ -36,9 +36,10 @@ def export_dir(tmp_path_factory):
     return d
 
 
-def _native(export_dir: Path, paths: list[str], batch_size: int = 8) -> tuple[int, list[dict]]:
+def _native(export_dir: Path, paths: list[str], batch_size: int = 8, runtime: str = "onnxruntime") -> tuple[int, list[dict]]:
     env = dict(os.environ, SEMGIR_ORT_THREADS="1")
-    p = subprocess.run([str(RUNNER), "--export-dir", str(export_dir), "--batch-size", str(batch_size), *paths],
+    p = subprocess.run([str(RUNNER), "--export-dir", str(export_dir), "--batch-size", str(batch_size),
+                        "--runtime", runtime, *paths],
                        capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode in (0, 3), p.stderr
     return p.returncode, [json.loads(line) for line in p.stdout.splitlines()]
@@ -90,6 +91,11 @@ def test_runner_matches_python_on_50_shared_images(export_dir, tmp_path):
     rc_nat, nat = _native(export_dir, paths)
     assert rc_nat == rc_py
     assert _compare(py, nat) == 50
+    version = subprocess.run([str(RUNNER), "--version"], capture_output=True, text=True).stdout
+    if "openvino" in version:  # the second native runtime, same rows
+        rc_ov, ov = _native(export_dir, paths, runtime="openvino")
+        assert rc_ov == rc_py
+        assert _compare(py, ov) == 50
 
 
 def test_runner_matches_python_on_every_decoding_rule_and_bad_input(export_dir, tmp_path):

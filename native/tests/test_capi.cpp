@@ -292,6 +292,26 @@ TEST_F(Api, OneHandleServesManyThreads) {
   for (int t = 0; t < 4; ++t) EXPECT_EQ(bad[t], 0) << "thread " << t;
 }
 
+TEST(OpenVino, SameScoresAsThePythonOnnxRuntimeBackend) {
+  if (std::string(semgir_runtimes()).find("openvino") == std::string::npos)
+    GTEST_SKIP() << "built without OpenVINO";
+  semgir::Engine eng(export_dir(), semgir::Options().runtime(SEMGIR_RUNTIME_OPENVINO).intra_threads(1));
+  EXPECT_NE(eng.runtime().find("openvino"), std::string::npos);
+  size_t compared = 0;
+  for (auto& [name, x] : expected()["images"].items()) {
+    if (!x["ok"].get<bool>() || native_unsupported(name)) continue;
+    SCOPED_TRACE(name);
+    auto r = eng.score_file(image(name));
+    ASSERT_TRUE(r.ok()) << r.error;
+    EXPECT_NEAR(r.p_ai, x["p_ai"].get<double>(), 1e-5);
+    EXPECT_EQ(std::string(r.label_name()), x["label"].get<std::string>());
+    ++compared;
+  }
+  EXPECT_GE(compared, 30u);
+  auto rs = eng.score_files({image("jpeg_rgb_q90.jpg"), image("png_rgba.png"), image("bad_empty.jpg")});
+  EXPECT_TRUE(rs[0].ok() && rs[1].ok() && !rs[2].ok());
+}
+
 TEST(CppWrapper, RaiiAndErrors) {
   EXPECT_THROW(semgir::Engine("/nonexistent"), semgir::Error);
   try {
