@@ -134,6 +134,7 @@ def python_expectations(images: Path, names: list[str], export_dir: Path) -> dic
     from semgir_engine.runtime.ort_patch import OrtPatchDetector
 
     det = OrtPatchDetector(export_dir, device="cpu")
+    det16 = OrtPatchDetector(export_dir, precision="fp16", device="cpu")
     exp = {}
     for n in names:
         try:
@@ -142,18 +143,23 @@ def python_expectations(images: Path, names: list[str], export_dir: Path) -> dic
             exp[n] = {"ok": False, "error": str(exc)}
             continue
         p = float(det.predict([d.pixels])[0])
-        exp[n] = {"ok": True, "width": d.size[0], "height": d.size[1], "note": d.note or "",
+        p16 = float(det16.predict([d.pixels])[0])
+        exp[n] = {"p_ai_fp16": p16, "label_fp16": "ai" if p16 >= det16.threshold else "real","ok": True, "width": d.size[0], "height": d.size[1], "note": d.note or "",
                   "pixels_sha256": hashlib.sha256(np.ascontiguousarray(d.pixels).tobytes()).hexdigest(),
                   "sha256": d.sha256, "p_ai": p, "label": "ai" if p >= det.threshold else "real"}
-    return {"threshold": det.threshold, "version": det.version, "native_unsupported": list(NATIVE_UNSUPPORTED),
+    return {"threshold": det.threshold, "version": det.version, "version_fp16": det16.version, "native_unsupported": list(NATIVE_UNSUPPORTED),
             "images": exp}
 
 
 def export_patch(export_dir: Path) -> None:
+    """patch_cnn in fp32 and fp16 (kept when already there)."""
+    have = {}
     if (export_dir / "manifest.json").is_file():
-        return
-    subprocess.run([sys.executable, "-m", "semgir_engine.cli", "-q", "export", "--components", "patch_cnn",
-                    "--out", str(export_dir), "--force"], check=True)
+        have = json.loads((export_dir / "manifest.json").read_text()).get("components", {}).get("patch_cnn", {})
+    for precision in ("fp32", "fp16"):
+        if precision not in have:
+            subprocess.run([sys.executable, "-m", "semgir_engine.cli", "-q", "export", "--components", "patch_cnn",
+                            "--precision", precision, "--out", str(export_dir), "--force"], check=True)
 
 
 def main(out: str) -> None:

@@ -203,6 +203,31 @@ TEST_F(Api, BadInputMatrixGivesOneErrorEach) {
   }
 }
 
+TEST(Decode, MutatedFilesNeverCrash) {
+  // random byte flips and cuts of every format: a decode error or an image, nothing else (run under ASan too)
+  uint32_t state = 12345;
+  auto next = [&] { state = state * 1664525u + 1013904223u; return state >> 8; };
+  for (const char* name : {"jpeg_rgb_q90.jpg", "jpeg_progressive.jpg", "jpeg_cmyk.jpg", "png_rgba.png",
+                           "png_palette_trns.png", "png_grey16.png", "png_animated.png", "webp_lossy_alpha.webp",
+                           "webp_animated.webp", "jpeg_exif_orientation_6.jpg", "png_exif_orientation_6.png"}) {
+    const std::string orig = slurp(image(name));
+    for (int k = 0; k < 60; ++k) {
+      std::string b = orig;
+      int flips = 1 + int(next() % 8);
+      for (int f = 0; f < flips; ++f) b[next() % b.size()] = char(next() & 0xFF);
+      if (k % 3 == 0) b.resize(next() % b.size());
+      semgir_image im;
+      semgir_status s = semgir_decode(b.data(), b.size(), 0, &im);
+      ASSERT_TRUE(s == SEMGIR_OK || s == SEMGIR_E_INPUT) << name << " mutation " << k << ": " << semgir_last_error();
+      if (s == SEMGIR_OK) {
+        EXPECT_GT(im.width, 0);
+        EXPECT_GT(im.height, 0);
+        semgir_image_free(&im);
+      }
+    }
+  }
+}
+
 TEST(Limits, BombAndSizeGuardsFollowTheOptions) {
   semgir::Engine eng(export_dir(), semgir::Options().max_pixels(200 * 100).max_bytes(100000));
   auto r = eng.score_file(image("jpeg_rgb_q90.jpg"));
@@ -310,6 +335,22 @@ TEST(OpenVino, SameScoresAsThePythonOnnxRuntimeBackend) {
   EXPECT_GE(compared, 30u);
   auto rs = eng.score_files({image("jpeg_rgb_q90.jpg"), image("png_rgba.png"), image("bad_empty.jpg")});
   EXPECT_TRUE(rs[0].ok() && rs[1].ok() && !rs[2].ok());
+}
+
+TEST(Precision, Fp16GraphMatchesThePythonFp16Backend) {
+  semgir::Engine eng(export_dir(), semgir::Options().precision("fp16").intra_threads(1));
+  EXPECT_EQ(eng.model_version(), expected()["version_fp16"].get<std::string>());
+  size_t compared = 0;
+  for (auto& [name, x] : expected()["images"].items()) {
+    if (!x["ok"].get<bool>() || native_unsupported(name)) continue;
+    SCOPED_TRACE(name);
+    auto r = eng.score_file(image(name));
+    ASSERT_TRUE(r.ok()) << r.error;
+    EXPECT_NEAR(r.p_ai, x["p_ai_fp16"].get<double>(), 1e-5);
+    EXPECT_EQ(std::string(r.label_name()), x["label_fp16"].get<std::string>());
+    ++compared;
+  }
+  EXPECT_GE(compared, 30u);
 }
 
 TEST(CppWrapper, RaiiAndErrors) {
