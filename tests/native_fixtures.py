@@ -152,12 +152,14 @@ def python_expectations(images: Path, names: list[str], export_dir: Path) -> dic
 
 
 def export_patch(export_dir: Path) -> None:
-    """patch_cnn in fp32 and fp16 (kept when already there)."""
+    """patch_cnn in fp32 and fp16; a graph already there is kept unless its spec is stale."""
+    from semgir_engine.runtime.manifest import spec_current
+
     have = {}
     if (export_dir / "manifest.json").is_file():
         have = json.loads((export_dir / "manifest.json").read_text()).get("components", {}).get("patch_cnn", {})
     for precision in ("fp32", "fp16"):
-        if precision not in have:
+        if precision not in have or not spec_current("patch_cnn", have[precision]):
             subprocess.run([sys.executable, "-m", "semgir_engine.cli", "-q", "export", "--components", "patch_cnn",
                             "--precision", precision, "--out", str(export_dir), "--force"], check=True)
 

@@ -109,6 +109,11 @@ PatchModel::PatchModel(const std::string& dir, const LoadOptions& opt) {
     else if (opt.runtime == "openvino") session_ = make_openvino_session(graph, opt.session);
     else throw UnsupportedError("unknown runtime '" + opt.runtime + "' (valid: onnxruntime, openvino)");
     runtime_desc_ = session_->describe();
+    // the graph's interface is what this runtime feeds (the manifest's spec digest is Python's to check)
+    if (session_->input_names() != std::vector<std::string>{"pixel_values"} ||
+        session_->output_names() != std::vector<std::string>{"logit"})
+      throw ExportError(graph + ": patch_cnn graph inputs/outputs are not (pixel_values) -> (logit); re-export it with "
+                        "`semgir-engine export --components patch_cnn --force`");
   } catch (const json::exception& e) {
     throw ExportError(mpath + ": malformed patch settings: " + e.what());
   }

@@ -28,7 +28,9 @@ class Session {
   virtual ~Session() = default;
   /// Run the graph on named float32 inputs; returns the named outputs in the order asked.
   virtual std::vector<Tensor> run(const std::vector<Tensor>& inputs, const std::vector<std::string>& outputs) = 0;
-  virtual std::string describe() const = 0;  // e.g. "onnxruntime 1.32.0 (CPUExecutionProvider)"
+  virtual std::string describe() const = 0;  // e.g. "onnxruntime 1.32.0"
+  virtual std::vector<std::string> input_names() const = 0;
+  virtual std::vector<std::string> output_names() const = 0;
 };
 
 struct SessionOptions {

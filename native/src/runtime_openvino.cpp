@@ -24,6 +24,7 @@ class OvSession final : public Session {
       compiled_ = core().compile_model(model, "CPU", cfg);
       request_ = compiled_.create_infer_request();
       for (const auto& in : compiled_.inputs()) inputs_.push_back(in.get_any_name());
+      for (const auto& out : compiled_.outputs()) outputs_.push_back(out.get_any_name());
     } catch (const std::exception& e) {
       throw RuntimeError(std::string("openvino cannot load ") + path + ": " + e.what());
     }
@@ -59,11 +60,13 @@ class OvSession final : public Session {
   }
 
   std::string describe() const override { return std::string("openvino ") + ov::get_openvino_version().buildNumber; }
+  std::vector<std::string> input_names() const override { return inputs_; }
+  std::vector<std::string> output_names() const override { return outputs_; }
 
  private:
   ov::CompiledModel compiled_;
   ov::InferRequest request_;  // one request: calls are serialised by the engine handle
-  std::vector<std::string> inputs_;
+  std::vector<std::string> inputs_, outputs_;
 };
 
 }  // namespace

@@ -40,6 +40,8 @@ class OrtSession final : public Session {
       Ort::AllocatorWithDefaultOptions alloc;
       for (size_t i = 0; i < session_->GetInputCount(); ++i)
         inputs_.push_back(session_->GetInputNameAllocated(i, alloc).get());
+      for (size_t i = 0; i < session_->GetOutputCount(); ++i)
+        outputs_.push_back(session_->GetOutputNameAllocated(i, alloc).get());
     } catch (const Ort::Exception& e) {
       throw RuntimeError(std::string("onnxruntime cannot load ") + path + ": " + e.what());
     }
@@ -80,10 +82,12 @@ class OrtSession final : public Session {
   }
 
   std::string describe() const override { return std::string("onnxruntime ") + Ort::GetVersionString(); }
+  std::vector<std::string> input_names() const override { return inputs_; }
+  std::vector<std::string> output_names() const override { return outputs_; }
 
  private:
   std::unique_ptr<Ort::Session> session_;
-  std::vector<std::string> inputs_;
+  std::vector<std::string> inputs_, outputs_;
 };
 
 }  // namespace
