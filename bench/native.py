@@ -85,14 +85,18 @@ def _images(root: Path, n: int) -> list[str]:
     return [files[int(i * step) % len(files)] for i in range(n)]
 
 
-def _timed(fn, repeats: int) -> tuple[float, object]:
-    fn()  # warm-up (sessions, page cache)
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
+def _interleaved(fns: dict, repeats: int) -> tuple[dict, dict]:
+    """Median seconds and last output of each contender, run round-robin (one warm-up round first)
+    so that a change in machine load falls on all of them alike."""
+    times: dict = {k: [] for k in fns}
+    outs: dict = {}
+    for r in range(repeats + 1):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            outs[k] = fn()
+            if r:
+                times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}, outs
 
 
 @click.command()
@@ -101,36 +105,42 @@ def _timed(fn, repeats: int) -> tuple[float, object]:
 @click.option("--n", type=click.IntRange(1), default=200, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=2, show_default=True, help="ORT intra-op threads, both sides.")
-@click.option("--repeats", type=click.IntRange(1), default=3, show_default=True)
+@click.option("--repeats", type=click.IntRange(1), default=5, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 def main(export_dir, images, n, batch_size, threads, repeats, out):
     from semgir_engine.scorer import Scorer, ScorerConfig
 
     os.environ["SEMGIR_ORT_THREADS"] = str(threads)
     paths = _images(images, n)
+    load_before = os.getloadavg()[0]
     rows = []
 
     native = NativeScorer(export_dir, threads)
-    t_nat, p_nat = _timed(lambda: native.score(paths, batch_size), repeats)
-    native.close()
-    t_ov = ov_diff = None
-    if "openvino" in native.runtimes:
-        ov = NativeScorer(export_dir, threads, runtime=1)
-        t_ov, p_ov = _timed(lambda: ov.score(paths, batch_size), repeats)
-        ov.close()
+    fns = {"native": lambda: native.score(paths, batch_size)}
+    ov = NativeScorer(export_dir, threads, runtime=1) if "openvino" in native.runtimes else None
+    if ov is not None:
+        fns["openvino"] = lambda: ov.score(paths, batch_size)
     cfg = ScorerConfig(method="patch", backend="onnxruntime", export_dir=str(export_dir), batch_size=batch_size)
-    with Scorer(cfg) as scorer:
-        t_py, res = _timed(lambda: scorer.score(paths), repeats)
-    p_py = [r.p_ai for r in res]
-    both = [(a, b) for a, b in zip(p_nat, p_py) if a is not None and b is not None]
-    max_diff = max(abs(a - b) for a, b in both) if both else None
-    rows.append({"level": "library (in-process, decode included)", "python_ort_img_s": n / t_py,
-                 "native_img_s": n / t_nat, "speedup": t_py / t_nat})
-    if t_ov is not None:
-        rows.append({"level": "library, native on OpenVINO (fp32)", "python_ort_img_s": n / t_py,
-                     "native_img_s": n / t_ov, "speedup": t_py / t_ov})
-        ov_diff = max(abs(a - b) for a, b in zip(p_ov, p_py) if a is not None and b is not None)
-        meta_ov = f" OpenVINO vs Python ORT: max |p_ai| difference {ov_diff:.2e}."
+    scorer = Scorer(cfg)
+    fns["python"] = lambda: [r.p_ai for r in scorer.score(paths)]
+    t, p = _interleaved(fns, repeats)
+    scorer.close()
+    native.close()
+    if ov is not None:
+        ov.close()
+
+    def diff(a, b):
+        pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
+        return max(abs(x - y) for x, y in pairs), len(pairs)
+
+    max_diff, n_both = diff(p["native"], p["python"])
+    rows.append({"level": "library (in-process, decode included)", "python_ort_img_s": n / t["python"],
+                 "native_img_s": n / t["native"], "speedup": t["python"] / t["native"]})
+    ov_diff = None
+    if ov is not None:
+        ov_diff, _ = diff(p["openvino"], p["python"])
+        rows.append({"level": "library, native on OpenVINO (fp32)", "python_ort_img_s": n / t["python"],
+                     "native_img_s": n / t["openvino"], "speedup": t["python"] / t["openvino"]})
 
     env = dict(os.environ, SEMGIR_ORT_THREADS=str(threads))
     cli_py = [str(Path(sys.executable).with_name("semgir-engine")), "-q", "score", *paths, "--backend", "onnxruntime",
@@ -138,8 +148,9 @@ def main(export_dir, images, n, batch_size, threads, repeats, out):
               "--out", str(out / ".py.jsonl"), "--overwrite"]
     cli_nat = [str(BUILD / "semgir-score"), "--export-dir", str(export_dir), "--batch-size", str(batch_size), *paths]
     out.mkdir(parents=True, exist_ok=True)
-    t_cli_py, _ = _timed(lambda: subprocess.run(cli_py, env=env, capture_output=True, check=False), repeats)
-    t_cli_nat, _ = _timed(lambda: subprocess.run(cli_nat, env=env, capture_output=True, check=False), repeats)
+    tc, _ = _interleaved({"python": lambda: subprocess.run(cli_py, env=env, capture_output=True, check=False),
+                          "native": lambda: subprocess.run(cli_nat, env=env, capture_output=True, check=False)}, repeats)
+    t_cli_py, t_cli_nat = tc["python"], tc["native"]
     (out / ".py.jsonl").unlink(missing_ok=True)
     rows.append({"level": "command line (process start-up included)", "python_ort_img_s": n / t_cli_py,
                  "native_img_s": n / t_cli_nat, "speedup": t_cli_py / t_cli_nat})
@@ -147,19 +158,23 @@ def main(export_dir, images, n, batch_size, threads, repeats, out):
     import onnxruntime
 
     meta = {"images": n, "source": str(images), "batch_size": batch_size, "ort_threads": threads, "repeats": repeats,
-            "max_abs_p_ai_diff": max_diff, "max_abs_p_ai_diff_openvino": ov_diff if t_ov is not None else None,
-            "scored_by_both": len(both), "onnxruntime": onnxruntime.__version__, "native_runtimes": native.runtimes,
+            "max_abs_p_ai_diff": max_diff, "max_abs_p_ai_diff_openvino": ov_diff,
+            "scored_by_both": n_both, "onnxruntime": onnxruntime.__version__, "native_runtimes": native.runtimes,
             "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
             "command": "python -m semgir_engine.bench.native " + " ".join(sys.argv[1:])}
     (out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     lines = ["# Patch detector: native (libsemgir) vs Python ONNX Runtime backend", "",
              f"{n} images from `{images}`, batch {batch_size}, {threads} ORT threads on both sides, median of "
-             f"{repeats} runs after a warm-up, same run. Max |p_ai| difference {max_diff:.2e} over {len(both)} images."
-             + (meta_ov if t_ov is not None else ""),
+             f"{repeats} rounds after a warm-up round, contenders interleaved in each round, same run. Max |p_ai| "
+             f"difference native vs Python {max_diff:.2e} over {n_both} images"
+             + (f", OpenVINO vs Python {ov_diff:.2e}." if ov_diff is not None else "."),
              "", "| level | Python ORT img/s | native img/s | speed-up |", "|---|---|---|---|"]
     lines += [f"| {r['level']} | {r['python_ort_img_s']:.1f} | {r['native_img_s']:.1f} | {r['speedup']:.2f}x |"
               for r in rows]
-    lines += ["", f"Command: `{meta['command']}`", ""]
+    lines += ["", f"Machine: {meta['cpus']} CPUs, 1-minute load average {meta['load_average_1min'][0]} before and "
+              f"{meta['load_average_1min'][1]} after (shared with other jobs: absolute rates are noisy, the "
+              "interleaved ratios less so).", "", f"Command: `{meta['command']}`", ""]
     (out / "report.md").write_text("\n".join(lines))
     click.echo("\n".join(lines))
 
