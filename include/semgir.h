@@ -61,7 +61,8 @@ typedef struct semgir_options {
     uint32_t struct_size;   /* sizeof(semgir_options); set by semgir_options_init */
     semgir_method method;   /* default SEMGIR_METHOD_PATCH */
     semgir_runtime runtime; /* default SEMGIR_RUNTIME_ONNXRUNTIME */
-    const char *precision;  /* "fp32" (default when NULL) or "fp16": which exported graph to load */
+    const char *precision;  /* "fp32" (default when NULL) or "fp16": which exported graph to load;
+                               "bf16": OpenVINO only, the fp32 graph with bf16 inference precision */
     int32_t intra_threads;  /* runtime threads; 0 = $SEMGIR_ORT_THREADS, else the runtime's default */
     int32_t verify_hashes;  /* 1 (default): check each graph's sha256 against the manifest at open */
     int64_t max_pixels;     /* decompression-bomb guard; default 64,000,000 like the Python runtime */

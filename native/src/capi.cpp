@@ -224,8 +224,11 @@ semgir_status semgir_open(const char* export_dir, const semgir_options* options,
   if (o.runtime != SEMGIR_RUNTIME_ONNXRUNTIME && o.runtime != SEMGIR_RUNTIME_OPENVINO)
     return fail(SEMGIR_E_INVALID_ARGUMENT, "unknown runtime");
   std::string precision = o.precision ? o.precision : "fp32";
-  if (precision != "fp32" && precision != "fp16")
-    return fail(SEMGIR_E_INVALID_ARGUMENT, "precision must be fp32 or fp16, not '" + precision + "'");
+  if (precision != "fp32" && precision != "fp16" && precision != "bf16")
+    return fail(SEMGIR_E_INVALID_ARGUMENT, "precision must be fp32, fp16 or bf16, not '" + precision + "'");
+  if (precision == "bf16" && o.runtime != SEMGIR_RUNTIME_OPENVINO)
+    return fail(SEMGIR_E_UNSUPPORTED, "bf16 runs on the OpenVINO runtime (the fp32 graph with bf16 inference "
+                                      "precision); ONNX Runtime takes fp32 or fp16 graphs");
   try {
     auto e = std::make_unique<semgir_engine>();
     e->max_pixels = o.max_pixels > 0 ? o.max_pixels : semgir::kDefaultMaxPixels;

@@ -84,8 +84,10 @@ PatchModel::PatchModel(const std::string& dir, const LoadOptions& opt) {
       throw ExportError(dir + " holds no 'patch_cnn' graph (has: " + have +
                         "); export it with `semgir-engine export --components patch_cnn`");
     }
-    const json* entry = entries->contains(opt.precision) ? &(*entries)[opt.precision] : &entries->begin().value();
-    std::string precision = entry->value("precision", opt.precision);
+    // bf16 (OpenVINO) runs the fp32 graph with bf16 inference precision
+    const std::string graph_precision = opt.precision == "bf16" ? "fp32" : opt.precision;
+    const json* entry = entries->contains(graph_precision) ? &(*entries)[graph_precision] : &entries->begin().value();
+    std::string precision = opt.precision == "bf16" ? "bf16" : entry->value("precision", opt.precision);
     std::string graph = dir + "/" + entry->at("file").get<std::string>();
     if (!is_file(graph)) throw ExportError(graph + " is listed in the manifest but missing");
     if (opt.verify_hashes) {
@@ -105,8 +107,10 @@ PatchModel::PatchModel(const std::string& dir, const LoadOptions& opt) {
                         "); re-export with `semgir-engine export --components patch_cnn --force`");
     version_ = meta->at("version").is_string() ? meta->at("version").get<std::string>() : meta->at("version").dump();
     if (precision != "fp32") version_ += "+" + precision;
-    if (opt.runtime == "onnxruntime") session_ = make_onnxruntime_session(graph, opt.session);
-    else if (opt.runtime == "openvino") session_ = make_openvino_session(graph, opt.session);
+    SessionOptions so = opt.session;
+    so.bf16 = opt.precision == "bf16";
+    if (opt.runtime == "onnxruntime") session_ = make_onnxruntime_session(graph, so);
+    else if (opt.runtime == "openvino") session_ = make_openvino_session(graph, so);
     else throw UnsupportedError("unknown runtime '" + opt.runtime + "' (valid: onnxruntime, openvino)");
     runtime_desc_ = session_->describe();
     // the graph's interface is what this runtime feeds (the manifest's spec digest is Python's to check)

@@ -35,6 +35,7 @@ class Session {
 
 struct SessionOptions {
   int intra_threads = 0;  // 0: $SEMGIR_ORT_THREADS, else the runtime's default
+  bool bf16 = false;      // OpenVINO: bf16 inference precision (fp32 otherwise)
 };
 
 std::unique_ptr<Session> make_onnxruntime_session(const std::string& onnx_path, const SessionOptions& opt);

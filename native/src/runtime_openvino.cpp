@@ -1,6 +1,6 @@
 // OpenVINO session (the C++ runtime the PyPI `openvino` wheel ships), behind the same interface as
-// ONNX Runtime. fp32 graphs run with f32 inference precision, so results match the ORT path; on CPUs
-// with bf16 support OpenVINO would otherwise pick bf16 by itself.
+// ONNX Runtime. Graphs run with f32 inference precision, so results match the ORT path (on CPUs with
+// bf16 support OpenVINO would otherwise pick bf16 by itself), or bf16 when asked (precision "bf16").
 #include <openvino/openvino.hpp>
 
 #include "runtime.hpp"
@@ -18,7 +18,7 @@ class OvSession final : public Session {
   OvSession(const std::string& path, const SessionOptions& opt) {
     try {
       std::shared_ptr<ov::Model> model = core().read_model(path);
-      ov::AnyMap cfg{ov::hint::inference_precision(ov::element::f32)};
+      ov::AnyMap cfg{ov::hint::inference_precision(opt.bf16 ? ov::element::bf16 : ov::element::f32)};
       int threads = threads_from_env(opt.intra_threads);
       if (threads > 0) cfg.emplace(ov::inference_num_threads(threads));
       compiled_ = core().compile_model(model, "CPU", cfg);

@@ -335,6 +335,28 @@ TEST(OpenVino, SameScoresAsThePythonOnnxRuntimeBackend) {
   EXPECT_GE(compared, 30u);
   auto rs = eng.score_files({image("jpeg_rgb_q90.jpg"), image("png_rgba.png"), image("bad_empty.jpg")});
   EXPECT_TRUE(rs[0].ok() && rs[1].ok() && !rs[2].ok());
+
+  // bf16 inference precision: the reduced precision keeps the decisions (checked on the fixtures) and p_ai close
+  semgir::Engine bf(export_dir(), semgir::Options().runtime(SEMGIR_RUNTIME_OPENVINO).precision("bf16").intra_threads(1));
+  EXPECT_EQ(bf.model_version(), expected()["version"].get<std::string>() + "+bf16");
+  double worst = 0;
+  size_t agree = 0, n = 0;
+  for (auto& [name, x] : expected()["images"].items()) {
+    if (!x["ok"].get<bool>() || native_unsupported(name)) continue;
+    auto r = bf.score_file(image(name));
+    ASSERT_TRUE(r.ok()) << name << ": " << r.error;
+    worst = std::max(worst, std::fabs(r.p_ai - x["p_ai"].get<double>()));
+    agree += std::string(r.label_name()) == x["label"].get<std::string>();
+    ++n;
+  }
+  EXPECT_LT(worst, 0.05);
+  EXPECT_GE(double(agree), 0.9 * double(n));
+  std::printf("openvino bf16: max |p_ai - fp32 ORT| %.2e, %zu/%zu labels agree\n", worst, agree, n);
+  semgir_options o;
+  semgir_options_init(&o);
+  o.precision = "bf16";  // ONNX Runtime: refused with a reason
+  semgir_engine* e = nullptr;
+  EXPECT_EQ(semgir_open(export_dir().c_str(), &o, &e), SEMGIR_E_UNSUPPORTED);
 }
 
 TEST(Precision, Fp16GraphMatchesThePythonFp16Backend) {

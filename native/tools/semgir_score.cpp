@@ -22,7 +22,7 @@ constexpr int kOk = 0, kFatal = 1, kUsage = 2, kPartial = 3;
 
 const char* kUsageText =
     "usage: semgir-score --export-dir DIR [--method patch|semgir] [--runtime onnxruntime|openvino]\n"
-    "                    [--precision fp32|fp16] [--batch-size N] [--threads N] PATH...\n"
+    "                    [--precision fp32|fp16|bf16] [--batch-size N] [--threads N] PATH...\n"
     "Score images (files or folders, walked recursively); one JSON line per input on stdout.\n";
 
 // engine/images.py:IMAGE_EXTENSIONS
@@ -124,7 +124,7 @@ int main(int argc, char** argv) {
   if (export_dir.empty() || paths.empty()) { std::cerr << kUsageText << "error: --export-dir and at least one PATH are required\n"; return kUsage; }
   if (method != "patch" && method != "semgir") { std::cerr << "error: --method must be patch or semgir\n"; return kUsage; }
   if (runtime != "onnxruntime" && runtime != "openvino") { std::cerr << "error: --runtime must be onnxruntime or openvino\n"; return kUsage; }
-  if (precision != "fp32" && precision != "fp16") { std::cerr << "error: --precision must be fp32 or fp16\n"; return kUsage; }
+  if (precision != "fp32" && precision != "fp16" && precision != "bf16") { std::cerr << "error: --precision must be fp32, fp16 or bf16\n"; return kUsage; }
   if (batch < 1 || threads < 0) { std::cerr << "error: --batch-size must be >= 1 and --threads >= 0\n"; return kUsage; }
 
   std::vector<std::string> inputs;
