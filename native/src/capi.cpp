@@ -117,12 +117,10 @@ void decode_item(const semgir_engine* e, const Item& it, semgir_result* r, semgi
 }
 
 // Decode every item, score the good ones in one model call; a failed batch is retried item by item.
-semgir_status score_items(semgir_engine* e, const std::vector<Item>& items, semgir_result* results) {
-  if (!e) return fail(SEMGIR_E_INVALID_ARGUMENT, "engine is NULL");
-  if (!results) return fail(SEMGIR_E_INVALID_ARGUMENT, "results is NULL");
-  std::vector<semgir::RgbImage> imgs(items.size());
+semgir_status score_items_impl(semgir_engine* e, const Item* items, size_t count, semgir_result* results) {
+  std::vector<semgir::RgbImage> imgs(count);
   std::vector<size_t> ok;
-  for (size_t i = 0; i < items.size(); ++i) {
+  for (size_t i = 0; i < count; ++i) {
     reset(&results[i]);
     decode_item(e, items[i], &results[i], &imgs[i]);
     if (results[i].status == SEMGIR_OK) ok.push_back(i);
@@ -160,12 +158,31 @@ semgir_status score_items(semgir_engine* e, const std::vector<Item>& items, semg
     }
   }
   size_t failed = 0;
-  for (size_t i = 0; i < items.size(); ++i) failed += results[i].status != SEMGIR_OK;
+  for (size_t i = 0; i < count; ++i) failed += results[i].status != SEMGIR_OK;
   if (failed) {
-    g_last_error = std::to_string(failed) + " of " + std::to_string(items.size()) + " inputs failed";
-    return items.size() == 1 ? results[0].status : SEMGIR_E_PARTIAL;
+    g_last_error = std::to_string(failed) + " of " + std::to_string(count) + " inputs failed";
+    return count == 1 ? results[0].status : SEMGIR_E_PARTIAL;
   }
   return SEMGIR_OK;
+}
+
+// The boundary: nothing thrown gets out; a call-level failure is written into every result.
+semgir_status score_items(semgir_engine* e, const Item* items, size_t count, semgir_result* results) {
+  if (!e) return fail(SEMGIR_E_INVALID_ARGUMENT, "engine is NULL");
+  if (!results) return fail(SEMGIR_E_INVALID_ARGUMENT, "results is NULL");
+  semgir_status s = SEMGIR_E_INTERNAL;
+  std::string msg;
+  try {
+    return score_items_impl(e, items, count, results);
+  } catch (const std::bad_alloc&) {
+    msg = "out of memory";
+  } catch (const std::exception& ex) {
+    msg = ex.what();
+  } catch (...) {
+    msg = "unknown failure";
+  }
+  for (size_t i = 0; i < count; ++i) set_error(&results[i], s, msg);
+  return fail(s, msg);
 }
 
 }  // namespace
@@ -223,13 +240,13 @@ semgir_status semgir_open(const char* export_dir, const semgir_options* options,
   if (o.method != SEMGIR_METHOD_PATCH) return fail(SEMGIR_E_INVALID_ARGUMENT, "unknown method");
   if (o.runtime != SEMGIR_RUNTIME_ONNXRUNTIME && o.runtime != SEMGIR_RUNTIME_OPENVINO)
     return fail(SEMGIR_E_INVALID_ARGUMENT, "unknown runtime");
-  std::string precision = o.precision ? o.precision : "fp32";
-  if (precision != "fp32" && precision != "fp16" && precision != "bf16")
-    return fail(SEMGIR_E_INVALID_ARGUMENT, "precision must be fp32, fp16 or bf16, not '" + precision + "'");
-  if (precision == "bf16" && o.runtime != SEMGIR_RUNTIME_OPENVINO)
-    return fail(SEMGIR_E_UNSUPPORTED, "bf16 runs on the OpenVINO runtime (the fp32 graph with bf16 inference "
-                                      "precision); ONNX Runtime takes fp32 or fp16 graphs");
   try {
+    std::string precision = o.precision ? o.precision : "fp32";
+    if (precision != "fp32" && precision != "fp16" && precision != "bf16")
+      return fail(SEMGIR_E_INVALID_ARGUMENT, "precision must be fp32, fp16 or bf16, not '" + precision + "'");
+    if (precision == "bf16" && o.runtime != SEMGIR_RUNTIME_OPENVINO)
+      return fail(SEMGIR_E_UNSUPPORTED, "bf16 runs on the OpenVINO runtime (the fp32 graph with bf16 inference "
+                                        "precision); ONNX Runtime takes fp32 or fp16 graphs");
     auto e = std::make_unique<semgir_engine>();
     e->max_pixels = o.max_pixels > 0 ? o.max_pixels : semgir::kDefaultMaxPixels;
     e->max_bytes = o.max_bytes > 0 ? o.max_bytes : semgir::kDefaultMaxBytes;
@@ -268,21 +285,21 @@ semgir_status semgir_score_file(semgir_engine* e, const char* path, semgir_resul
   if (!path) return fail(SEMGIR_E_INVALID_ARGUMENT, "path is NULL");
   Item it;
   it.path = path;
-  return score_items(e, {it}, r);
+  return score_items(e, &it, 1, r);
 }
 
 semgir_status semgir_score_encoded(semgir_engine* e, const void* data, size_t size, semgir_result* r) {
   Item it;
   it.data = static_cast<const uint8_t*>(data);
   it.size = size;
-  return score_items(e, {it}, r);
+  return score_items(e, &it, 1, r);
 }
 
 semgir_status semgir_score_rgb(semgir_engine* e, const semgir_rgb_image* image, semgir_result* r) {
   if (!image) return fail(SEMGIR_E_INVALID_ARGUMENT, "image is NULL");
   Item it;
   it.rgb = image;
-  return score_items(e, {it}, r);
+  return score_items(e, &it, 1, r);
 }
 
 semgir_status semgir_score_files(semgir_engine* e, const char* const* paths, size_t count, semgir_result* r) {
@@ -290,7 +307,7 @@ semgir_status semgir_score_files(semgir_engine* e, const char* const* paths, siz
   try {
     std::vector<Item> items(count);
     for (size_t i = 0; i < count; ++i) items[i].path = paths[i] ? paths[i] : "";
-    return score_items(e, items, r);
+    return score_items(e, items.data(), count, r);
   } catch (const std::bad_alloc&) {
     return fail(SEMGIR_E_INTERNAL, "out of memory");
   }
@@ -305,7 +322,7 @@ semgir_status semgir_score_encoded_batch(semgir_engine* e, const void* const* da
       items[i].data = static_cast<const uint8_t*>(data[i]);
       items[i].size = sizes[i];
     }
-    return score_items(e, items, r);
+    return score_items(e, items.data(), count, r);
   } catch (const std::bad_alloc&) {
     return fail(SEMGIR_E_INTERNAL, "out of memory");
   }
@@ -317,7 +334,7 @@ semgir_status semgir_score_rgb_batch(semgir_engine* e, const semgir_rgb_image* i
   try {
     std::vector<Item> items(count);
     for (size_t i = 0; i < count; ++i) items[i].rgb = &images[i];
-    return score_items(e, items, r);
+    return score_items(e, items.data(), count, r);
   } catch (const std::bad_alloc&) {
     return fail(SEMGIR_E_INTERNAL, "out of memory");
   }
