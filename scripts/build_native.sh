@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "${SEMGIR_NATIVE:-1}" = 0 ] && { echo "native build skipped (SEMGIR_NATIVE=0)"; exit 0; }
 
-PKGS="cmake g++ pkg-config libjpeg62-turbo-dev libpng-dev libwebp-dev libssl-dev nlohmann-json3-dev libgtest-dev"
+PKGS="cmake g++ pkg-config libjpeg62-turbo-dev libpng-dev libwebp-dev libgif-dev libssl-dev nlohmann-json3-dev libgtest-dev"
 missing=""
 for p in $PKGS; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"; done
 if [ -n "$missing" ]; then

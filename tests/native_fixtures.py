@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 #: files the native decoder refuses on purpose (formats it does not implement); Python scores them
-NATIVE_UNSUPPORTED = ("bmp_rgb.bmp", "gif_palette.gif")
+NATIVE_UNSUPPORTED = ("bmp_rgb.bmp",)
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -79,6 +79,17 @@ def make_images(out: Path, seed: int = 0) -> list[str]:
         "bmp_rgb.bmp": _save(im, "BMP"),
         "gif_palette.gif": _save(im, "GIF"),
     }
+    small = _save(im.resize((50, 40)).convert("P", palette=Image.Palette.ADAPTIVE, colors=32), "GIF")
+    files.update({
+        "gif_transparent.gif": _save(p_trns := im.convert("P", palette=Image.Palette.ADAPTIVE, colors=64), "GIF",
+                                     transparency=5),
+        "gif_grey.gif": _save(im.convert("L"), "GIF"),
+        "gif_animated.gif": _save(im, "GIF", save_all=True, append_images=[im.transpose(Image.Transpose.ROTATE_180)]),
+        "gif_frame_offset.gif": _gif_offset(small, 80, 60, 10, 5),
+        "bad_truncated.gif": files["gif_palette.gif"][: len(files["gif_palette.gif"]) // 2],
+        "bad_bomb.gif": _gif_offset(small, 9000, 9000, 0, 0),
+    })
+    del p_trns
     p = im.convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
     p.info["transparency"] = 3
     files["png_palette_trns.png"] = _save(p, "PNG", transparency=3)
@@ -112,6 +123,21 @@ def make_images(out: Path, seed: int = 0) -> list[str]:
         (out / name).write_bytes(data)
     (out / "bad_directory.jpg").mkdir(exist_ok=True)
     return sorted(files) + ["bad_directory.jpg"]
+
+
+def _gif_offset(gif: bytes, screen_w: int, screen_h: int, left: int, top: int) -> bytes:
+    """The GIF with its logical screen resized and its first image placed at (left, top)."""
+    b = bytearray(gif)
+    b[6:10] = struct.pack("<HH", screen_w, screen_h)
+    i = 13 + (3 << ((b[10] & 7) + 1) if b[10] & 0x80 else 0)
+    while b[i] == 0x21:  # skip extension blocks
+        i += 2
+        while b[i]:
+            i += b[i] + 1
+        i += 1
+    assert b[i] == 0x2C, "image descriptor expected"
+    b[i + 1 : i + 5] = struct.pack("<HH", left, top)
+    return bytes(b)
 
 
 def _exif8() -> bytes:

@@ -22,7 +22,7 @@ import native_fixtures
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "build" / "native" / "semgir-score"
 SHARED = [ROOT.parent / "shared" / "data" / "aigi", ROOT.parent / "shared" / "data" / "aigi2"]
-EXTS = {".jpg", ".jpeg", ".png", ".webp"}
+EXTS = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
 
 pytestmark = pytest.mark.skipif(not os.access(RUNNER, os.X_OK),
                                 reason="native part not built (bash scripts/build_native.sh)")

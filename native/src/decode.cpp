@@ -1,6 +1,7 @@
 // Image decoding: libjpeg-turbo, libpng and libwebp, with Pillow's conversions (see decode.hpp).
 #include "decode.hpp"
 
+#include <gif_lib.h>
 #include <jpeglib.h>
 #include <jerror.h>
 #include <openssl/evp.h>
@@ -348,6 +349,141 @@ Raw decode_webp(const uint8_t* data, size_t size, int64_t max_pixels) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// GIF (giflib; Pillow's first frame: mode P with the frame's or the global palette, L when there is
+// none or it is the identity ramp; the canvas is the screen grown to the frame, filled with the
+// transparent index (else 0) outside the frame; "transparency" from the first graphic control block)
+// ---------------------------------------------------------------------------------------------
+struct GifReader {
+  const uint8_t* data;
+  size_t size;
+  size_t pos;
+};
+
+int gif_read(GifFileType* gif, GifByteType* out, int n) {
+  auto* r = static_cast<GifReader*>(gif->UserData);
+  size_t k = std::min(size_t(n), r->size - r->pos);
+  std::memcpy(out, r->data + r->pos, k);
+  r->pos += k;
+  return int(k);
+}
+
+bool palette_needed(const ColorMapObject* m) {  // GifImagePlugin._is_palette_needed
+  for (int i = 0; i < m->ColorCount; ++i) {
+    const GifColorType& c = m->Colors[i];
+    if (!(c.Red == i && c.Green == i && c.Blue == i)) return true;
+  }
+  return false;
+}
+
+Raw decode_gif(const uint8_t* data, size_t size, int64_t max_pixels) {
+  GifReader rd{data, size, 0};
+  int err = 0;
+  std::unique_ptr<GifFileType, void (*)(GifFileType*)> gif(DGifOpen(&rd, gif_read, &err), [](GifFileType* g) {
+    int e;
+    DGifCloseFile(g, &e);
+  });
+  if (!gif) throw InputError(kUnrecognised);
+  const ColorMapObject* global = gif->SColorMap && palette_needed(gif->SColorMap) ? gif->SColorMap : nullptr;
+  int transparency = -1;
+  int frames = 0;
+  Raw raw;
+  std::vector<uint8_t> idx;  // palette indices / grey levels of the canvas
+  std::vector<uint8_t> pal;  // 256 RGB entries (ramp beyond the palette, as Pillow's)
+  bool have_palette = false;
+  auto truncated = [] { return InputError("truncated image: image file is truncated"); };
+  for (;;) {
+    GifRecordType type;
+    if (DGifGetRecordType(gif.get(), &type) == GIF_ERROR) {
+      if (frames == 0) throw truncated();
+      break;  // later frames are only counted, like Pillow's n_frames
+    }
+    if (type == TERMINATE_RECORD_TYPE) break;
+    if (type == EXTENSION_RECORD_TYPE) {
+      int code = 0;
+      GifByteType* ext = nullptr;
+      if (DGifGetExtension(gif.get(), &code, &ext) == GIF_ERROR) {
+        if (frames == 0) throw truncated();
+        break;
+      }
+      if (frames == 0 && code == GRAPHICS_EXT_FUNC_CODE && ext && ext[0] >= 4 && (ext[1] & 1)) transparency = ext[4];
+      while (ext) {
+        if (DGifGetExtensionNext(gif.get(), &ext) == GIF_ERROR) {
+          if (frames == 0) throw truncated();
+          ext = nullptr;
+          goto done;
+        }
+      }
+      continue;
+    }
+    if (type != IMAGE_DESC_RECORD_TYPE) continue;
+    if (DGifGetImageDesc(gif.get()) == GIF_ERROR) {
+      if (frames == 0) throw truncated();
+      break;
+    }
+    if (++frames > 1) {  // count only: skip the pixel data
+      int cs = 0;
+      GifByteType* block = nullptr;
+      if (DGifGetCode(gif.get(), &cs, &block) == GIF_ERROR) break;
+      bool ok = true;
+      while (block && ok) ok = DGifGetCodeNext(gif.get(), &block) != GIF_ERROR;
+      if (!ok) break;
+      continue;
+    }
+    const GifImageDesc& d = gif->Image;
+    const int W = std::max<int>(gif->SWidth, d.Left + d.Width), H = std::max<int>(gif->SHeight, d.Top + d.Height);
+    check_size(W, H, max_pixels);
+    const ColorMapObject* frame_pal = d.ColorMap ? (palette_needed(d.ColorMap) ? d.ColorMap : nullptr) : global;
+    have_palette = frame_pal != nullptr;
+    pal.resize(256 * 3);
+    for (int i = 0; i < 256; ++i) pal[3 * i] = pal[3 * i + 1] = pal[3 * i + 2] = uint8_t(i);
+    if (frame_pal)
+      for (int i = 0; i < std::min(frame_pal->ColorCount, 256); ++i) {
+        pal[3 * i] = frame_pal->Colors[i].Red;
+        pal[3 * i + 1] = frame_pal->Colors[i].Green;
+        pal[3 * i + 2] = frame_pal->Colors[i].Blue;
+      }
+    raw.w = W;
+    raw.h = H;
+    idx.assign(size_t(W) * H, uint8_t(transparency >= 0 ? transparency : 0));
+    std::vector<GifPixelType> line(std::max(d.Width, 1));
+    static const int kStart[] = {0, 4, 2, 1}, kStep[] = {8, 8, 4, 2};
+    std::vector<int> rows;
+    if (d.Interlace)
+      for (int pass = 0; pass < 4; ++pass)
+        for (int y = kStart[pass]; y < d.Height; y += kStep[pass]) rows.push_back(y);
+    else
+      for (int y = 0; y < d.Height; ++y) rows.push_back(y);
+    for (int y : rows) {
+      if (DGifGetLine(gif.get(), line.data(), d.Width) == GIF_ERROR) {
+        if (gif->Error == D_GIF_ERR_READ_FAILED || rd.pos >= rd.size) throw truncated();
+        throw InputError(std::string("cannot decode image: ") + (GifErrorString(gif->Error) ? GifErrorString(gif->Error) : "GIF error"));
+      }
+      std::memcpy(&idx[size_t(d.Top + y) * W + d.Left], line.data(), size_t(d.Width));
+    }
+  }
+done:
+  if (frames == 0) throw InputError(kUnrecognised);
+  const size_t n = size_t(raw.w) * raw.h;
+  if (!have_palette) {  // mode L: grey levels; transparency ignored by the conversion to RGB
+    raw.mode = Mode::L;
+    raw.px.swap(idx);
+  } else if (transparency >= 0) {  // P with transparency -> RGBA
+    raw.mode = Mode::RGBA;
+    raw.px.resize(4 * n);
+    for (size_t i = 0; i < n; ++i) {
+      std::memcpy(&raw.px[4 * i], &pal[3 * idx[i]], 3);
+      raw.px[4 * i + 3] = idx[i] == transparency ? 0 : 255;
+    }
+  } else {
+    raw.mode = Mode::RGB;
+    raw.px.resize(3 * n);
+    for (size_t i = 0; i < n; ++i) std::memcpy(&raw.px[3 * i], &pal[3 * idx[i]], 3);
+  }
+  if (frames > 1) raw.notes.push_back("animated (" + std::to_string(frames) + " frames): scored the first frame");
+  return raw;
+}
+
+// ---------------------------------------------------------------------------------------------
 // orientation: EXIF tag 0x0112 of IFD0, else XMP tiff:Orientation (Pillow's Image.getexif)
 // ---------------------------------------------------------------------------------------------
 int exif_orientation(const std::string& exif_in) {
@@ -500,9 +636,10 @@ RgbImage decode_image(const uint8_t* data, size_t size, int64_t max_pixels) {
   if (starts("\xFF\xD8\xFF", 3)) raw = decode_jpeg(data, size, max_pixels);
   else if (starts("\x89PNG\r\n\x1a\n", 8)) raw = decode_png(data, size, max_pixels);
   else if (starts("RIFF", 4) && starts("WEBP", 4, 8)) raw = decode_webp(data, size, max_pixels);
-  else if (starts("GIF87a", 6) || starts("GIF89a", 6) || starts("BM", 2) || starts("II*\0", 4) ||
+  else if (starts("GIF87a", 6) || starts("GIF89a", 6)) raw = decode_gif(data, size, max_pixels);
+  else if (starts("BM", 2) || starts("II*\0", 4) ||
            starts("MM\0*", 4) || (size >= 2 && data[0] == 'P' && data[1] >= '1' && data[1] <= '7'))
-    throw InputError("format not supported by the native decoder (JPEG, PNG and WebP are); "
+    throw InputError("format not supported by the native decoder (JPEG, PNG, WebP and GIF are); "
                      "score it with the Python runtime");
   else throw InputError("not a recognised image format (corrupt or not an image)");
   int orientation = orientation_of(raw);

@@ -208,6 +208,7 @@ TEST(Decode, MutatedFilesNeverCrash) {
   uint32_t state = 12345;
   auto next = [&] { state = state * 1664525u + 1013904223u; return state >> 8; };
   for (const char* name : {"jpeg_rgb_q90.jpg", "jpeg_progressive.jpg", "jpeg_cmyk.jpg", "png_rgba.png",
+                           "gif_transparent.gif", "gif_animated.gif", "gif_frame_offset.gif",
                            "png_palette_trns.png", "png_grey16.png", "png_animated.png", "webp_lossy_alpha.webp",
                            "webp_animated.webp", "jpeg_exif_orientation_6.jpg", "png_exif_orientation_6.png"}) {
     const std::string orig = slurp(image(name));
