@@ -1,4 +1,4 @@
-// Image decoding: libjpeg-turbo, libpng and libwebp, with Pillow's conversions (see decode.hpp).
+// Image decoding: libjpeg-turbo, libpng, libwebp and giflib, with Pillow's conversions (see decode.hpp).
 #include "decode.hpp"
 
 #include <gif_lib.h>

@@ -1,6 +1,6 @@
 // Image decoding with the Python runtime's rules (engine/images.py): EXIF (and XMP) orientation,
 // alpha composited on white, 16-bit scaled to 8-bit, CMYK and palette converted, first frame of an
-// animation, decompression-bomb pixel limit. Pixel-exact with Pillow for JPEG, PNG and WebP.
+// animation, decompression-bomb pixel limit. Pixel-exact with Pillow for JPEG, PNG, WebP and GIF.
 #pragma once
 
 #include <cstddef>
@@ -27,7 +27,7 @@ struct RgbImage {
   std::string note;          // "; "-joined conversions, "" if none
 };
 
-/// Decode encoded bytes (JPEG, PNG, WebP) to 8-bit RGB; throws InputError.
+/// Decode encoded bytes (JPEG, PNG, WebP, GIF) to 8-bit RGB; throws InputError.
 RgbImage decode_image(const uint8_t* data, size_t size, int64_t max_pixels);
 
 /// Read a whole file with the Python runtime's messages (not found, empty, too large, ...).
