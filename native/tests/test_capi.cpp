@@ -56,6 +56,21 @@ bool native_unsupported(const std::string& name) {
   return false;
 }
 
+// Every fixture Python decodes (and the native decoder supports): p_ai within 1e-5, same label.
+void expect_scores_match(semgir::Engine& eng, const char* p_key, const char* label_key) {
+  size_t compared = 0;
+  for (auto& [name, x] : expected()["images"].items()) {
+    if (!x["ok"].get<bool>() || native_unsupported(name)) continue;
+    SCOPED_TRACE(name);
+    auto r = eng.score_file(image(name));
+    ASSERT_TRUE(r.ok()) << r.error;
+    EXPECT_NEAR(r.p_ai, x[p_key].get<double>(), 1e-5);
+    EXPECT_EQ(std::string(r.label_name()), x[label_key].get<std::string>());
+    ++compared;
+  }
+  EXPECT_GE(compared, 30u);
+}
+
 class Api : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -323,17 +338,7 @@ TEST(OpenVino, SameScoresAsThePythonOnnxRuntimeBackend) {
     GTEST_SKIP() << "built without OpenVINO";
   semgir::Engine eng(export_dir(), semgir::Options().runtime(SEMGIR_RUNTIME_OPENVINO).intra_threads(1));
   EXPECT_NE(eng.runtime().find("openvino"), std::string::npos);
-  size_t compared = 0;
-  for (auto& [name, x] : expected()["images"].items()) {
-    if (!x["ok"].get<bool>() || native_unsupported(name)) continue;
-    SCOPED_TRACE(name);
-    auto r = eng.score_file(image(name));
-    ASSERT_TRUE(r.ok()) << r.error;
-    EXPECT_NEAR(r.p_ai, x["p_ai"].get<double>(), 1e-5);
-    EXPECT_EQ(std::string(r.label_name()), x["label"].get<std::string>());
-    ++compared;
-  }
-  EXPECT_GE(compared, 30u);
+  expect_scores_match(eng, "p_ai", "label");
   auto rs = eng.score_files({image("jpeg_rgb_q90.jpg"), image("png_rgba.png"), image("bad_empty.jpg")});
   EXPECT_TRUE(rs[0].ok() && rs[1].ok() && !rs[2].ok());
 
@@ -363,17 +368,7 @@ TEST(OpenVino, SameScoresAsThePythonOnnxRuntimeBackend) {
 TEST(Precision, Fp16GraphMatchesThePythonFp16Backend) {
   semgir::Engine eng(export_dir(), semgir::Options().precision("fp16").intra_threads(1));
   EXPECT_EQ(eng.model_version(), expected()["version_fp16"].get<std::string>());
-  size_t compared = 0;
-  for (auto& [name, x] : expected()["images"].items()) {
-    if (!x["ok"].get<bool>() || native_unsupported(name)) continue;
-    SCOPED_TRACE(name);
-    auto r = eng.score_file(image(name));
-    ASSERT_TRUE(r.ok()) << r.error;
-    EXPECT_NEAR(r.p_ai, x["p_ai_fp16"].get<double>(), 1e-5);
-    EXPECT_EQ(std::string(r.label_name()), x["label_fp16"].get<std::string>());
-    ++compared;
-  }
-  EXPECT_GE(compared, 30u);
+  expect_scores_match(eng, "p_ai_fp16", "label_fp16");
 }
 
 TEST(CppWrapper, RaiiAndErrors) {
