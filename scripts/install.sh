@@ -13,3 +13,5 @@ if ! .venv/bin/python -c "import torch, torchvision, sys; sys.exit(0 if torch.__
   .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
 fi
 .venv/bin/python -m pip install -q -e ".[torch,onnx,export,parquet,eval,test,serve,ray,triton]"
+# the native part (libsemgir, semgir-score, ctest suite): Debian -dev packages, ORT headers, cmake
+bash scripts/build_native.sh
