@@ -152,9 +152,10 @@ def _mount_optional() -> None:
 
     main.add_command(triton_repo_cmd, "triton-repo")
     from .bench.cli import bench_cmd
-    from .patch.cli import eval_cmd, train_patch
+    from .patch.cli import eval_cmd, train_fused_cmd, train_patch
 
     train.add_command(train_patch, "patch")
+    train.add_command(train_fused_cmd, "fused")
     main.add_command(eval_cmd, "eval")
     from .semgir.cli import cache_group, eval_semgir, train_attribution_cmd, train_semgir_cmd
 

@@ -67,7 +67,11 @@ class FrozenBackbone(nn.Module):
         spec = _spec(name)
         eff = require("efficientnet_lite_pytorch", f"the {name} backbone")
         if pretrained:
-            net = eff.EfficientNet.from_pretrained(spec.name, weights_path=weights_path(name))
+            import contextlib
+            import io
+
+            with contextlib.redirect_stdout(io.StringIO()):  # the package print()s on load
+                net = eff.EfficientNet.from_pretrained(spec.name, weights_path=weights_path(name))
         else:  # architecture only (tests that must not depend on the weights package)
             net = eff.EfficientNet.from_name(spec.name)
         self.name = name

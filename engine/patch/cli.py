@@ -107,3 +107,36 @@ def eval_cmd(manifest, sources, model, out_dir, conditions, k_shuffles, n_boot, 
     click.echo(markdown_summary(result))
     if out_dir:
         click.echo(f"wrote {Path(out_dir) / 'metrics.json'}")
+
+
+@click.command("fused")
+@click.option("--manifest", "manifests", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Labelled data manifest CSV (repeatable: trained on the combined view of all of them).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=str(DEFAULT_RUNS.parent / "fused"),
+              show_default=True)
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=str(DEFAULT_RUNS.parent / "views"),
+              show_default=True, help="View/feature cache (decoded once, reused by every run on the same data).")
+@click.option("--features", "feature_spec", default="global:s4-head", show_default=True,
+              help="Backbone stage means feeding the head: SCALE:STAGE[-STAGE][+...], scales global|local, "
+                   "stages stem, s1..s7, head.")
+@click.option("--C", "C", default=3e-5, show_default=True, type=float, help="Inverse L2 strength of the head.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--n-boot", default=1000, show_default=True, type=int)
+@click.option("--threads", default=2, show_default=True, type=int)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("-v", "--verbose", is_flag=True)
+def train_fused_cmd(manifests, out_dir, cache_dir, feature_spec, C, seed, n_boot, threads, progress, verbose):
+    """Train the fused detector (frozen EfficientNet-Lite0 + linear head) on class-blind views of every
+    source, with its leave-one-source-out figures, calibration and operating points in model.json."""
+    _logging(verbose)
+    import torch
+
+    from .train_fused import FusedTrainConfig, card_markdown, train_fused
+
+    torch.set_num_threads(threads)
+    with _as_click_errors():
+        meta = train_fused(list(manifests), out_dir, FusedTrainConfig(feature_spec=feature_spec, C=C, seed=seed,
+                                                                      n_boot=n_boot),
+                           cache_dir=cache_dir, progress=progress)
+    (Path(out_dir) / "card.md").write_text(card_markdown(meta))
+    click.echo(card_markdown(meta))

@@ -6,7 +6,8 @@ bytes per pixel, JPEG quality. A detector trained on the files learns those. Her
 * :func:`neutralise` puts one image of *either* class through the same randomised pipeline:
   decode -> resize so the short side is a random length (content scale and pixel count no longer
   depend on the original size) -> re-encode as JPEG at a random quality or as PNG -> decode ->
-  random crop (+ flip). It returns the crop and the metadata of the re-encoded file.
+  random crop (+ flip). It returns the crop and the metadata of the re-encoded file as the model
+  sees it (:func:`as_seen`: the crop's geometry, the file's format, quality and bytes per pixel).
 * :func:`file_metadata` / :func:`metadata_features` read the same metadata from the original
   files, and :func:`probe` measures how well a metadata-only logistic regression separates the
   classes within each source (cross-validated ROC-AUC; 0.5 = no leak). Run it on the original
@@ -132,15 +133,22 @@ def neutralise(img: np.ndarray, rng: np.random.Generator,
         data = encode(out, "JPEG", int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1)))
     else:
         data = encode(out, "PNG")
-    meta = meta_of_bytes(data)
     with Image.open(io.BytesIO(data)) as im:
         out = np.asarray(im.convert("RGB"))
     h, w = out.shape[:2]
+    meta = as_seen(meta_of_bytes(data), cfg.crop)
     top, left = int(rng.integers(0, h - cfg.crop + 1)), int(rng.integers(0, w - cfg.crop + 1))
     out = out[top : top + cfg.crop, left : left + cfg.crop]
     if rng.random() < cfg.p_flip:
         out = out[:, ::-1]
     return np.ascontiguousarray(out), meta
+
+
+def as_seen(m: FileMeta, crop: int) -> FileMeta:
+    """The metadata of a re-encoded file as the model sees it: only a ``crop`` x ``crop`` window
+    reaches the network, so its geometry is the crop's (bytes scaled to the window)."""
+    return FileMeta(m.format, crop, crop, int(round(m.n_bytes * crop * crop / max(1, m.width * m.height))),
+                    m.jpeg_quality, m.greyscale, m.exif)
 
 
 def probe(features: np.ndarray, labels, sources: Sequence[str], *, folds: int = 5, seed: int = 0) -> dict:

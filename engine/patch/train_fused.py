@@ -40,8 +40,8 @@ REAL_PHOTOS_SOURCE = "real_benchmarks"
 
 @dataclass(frozen=True)
 class FusedTrainConfig:
-    feature_spec: str = "global:stem-head"
-    C: float = 0.05
+    feature_spec: str = "global:s4-head"  # selected by LOSO (bench/results/patch/loso/loso.md)
+    C: float = 3e-5
     cal_fraction: float = 0.2
     seed: int = 0
     n_boot: int = 1000
@@ -170,6 +170,7 @@ def train_fused(manifests: Sequence[str | Path], out_dir: str | Path, cfg: Fused
             "fit_counts": counts(fit_rows),
             "calibration_counts": counts(cal_rows),
             "train_files_sha256": sorted(sha256_file(p)[:16] for p in paths[used]),
+            "calibration_files_sha256": sorted(sha256_file(p)[:16] for p in paths[cal_rows]),
         },
         "training": {"config": cfg.to_dict(), "torch_version": torch.__version__},
         "figures": figures,
@@ -179,3 +180,42 @@ def train_fused(manifests: Sequence[str | Path], out_dir: str | Path, cfg: Fused
     log.info("wrote %s: LOSO mean AUC %.3f, worst %.3f (%s)", out, lo["mean_auc"], lo["worst_auc"],
              lo["worst_source"])
     return meta
+
+
+def _ci(v, ci, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.{digits}f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{v:.{digits}f}"
+
+
+def card_markdown(meta: dict) -> str:
+    """The model card's figures as Markdown: per-source LOSO (clean and JPEG q75), summary,
+    calibration and operating points."""
+    f = meta["figures"]
+    lo, j75, fp = f["loso"], f["loso_jpeg75"], f["loso_fpr05"]
+    lines = [f"Model `{meta['version']}` ({meta['config']['feature_spec']}, calibration "
+             f"{meta['calibration']['method']}).", "",
+             "Leave-one-source-out (each row: trained on the other sources, scored on this one; ROC-AUC with "
+             "bootstrap 95% intervals; FPR = real images called AI at the fold's threshold):", "",
+             "| held-out source | real / ai | ROC-AUC clean | ROC-AUC JPEG q75 | FPR at bal.-acc. threshold | "
+             "FPR / TPR at 5%-FPR threshold |", "|---|---|---|---|---|---|"]
+    for s, r in lo["sources"].items():
+        r75, r5 = j75["sources"][s], fp["sources"][s]
+        tpr5 = "-" if r5["tpr"] is None else f"{r5['tpr']:.3f}"
+        lines.append(f"| {s} | {r['n_real']} / {r['n_ai']} | {_ci(r['auc'], r['auc_ci'])} | "
+                     f"{_ci(r75['auc'], r75['auc_ci'])} | {_ci(r['fpr'], r['fpr_ci'])} | "
+                     f"{r5['fpr']:.3f} / {tpr5} |")
+    lines += ["", f"Mean AUC {_ci(lo['mean_auc'], lo['mean_auc_ci'])}, worst {_ci(lo['worst_auc'], lo['worst_auc_ci'])} "
+              f"({lo['worst_source']}); JPEG q75: mean {j75['mean_auc']:.3f}, worst {j75['worst_auc']:.3f}. "
+              f"In-pool random split (reported, never used to choose): AUC {_ci(f['in_pool']['auc'], f['in_pool']['auc_ci'])}.",
+              "", f"Calibration on unseen sources (out-of-fold p_ai of every LOSO fold, pooled): ECE "
+              f"{lo['reliability']['ece']:.3f} over {lo['reliability']['n']} images.", "",
+              "Operating points of the shipped model on its calibration split (Clopper-Pearson 95% intervals):", "",
+              "| threshold rule | threshold | FPR all real | FPR clean real photos (real_benchmarks) | TPR |",
+              "|---|---|---|---|---|"]
+    for name, op in meta["decision"]["operating_points"].items():
+        rp = op.get("real_photos")
+        lines.append(f"| {name} | {op['threshold']:.4f} | {_ci(op['fpr'], op['fpr_ci'])} (n={op['n_real']}) | "
+                     + (f"{_ci(rp['fpr'], rp['fpr_ci'])} (n={rp['n_real']})" if rp else "-")
+                     + f" | {_ci(op['tpr'], op['tpr_ci'])} (n={op['n_ai']}) |")
+    return "\n".join(lines) + "\n"
