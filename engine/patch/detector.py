@@ -35,11 +35,20 @@ class ModelManifestError(SemgirError):
     """A model manifest is malformed, foreign, or does not match its weights file."""
 
 
+def shipped_models() -> list[str]:
+    """Names of the models inside the package: ``default`` (the fused detector) and ``patch-shuffle``
+    (the patch-shuffle CNN alone, the previous default)."""
+    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.json"))
+
+
 def resolve_manifest(path: str | Path | None) -> Path:
-    """The manifest (.json) for a path: None = shipped default; a .pt = its sibling .json; a folder =
-    ``model.json`` or ``default.json`` inside it."""
+    """The manifest (.json) for a path: None = shipped default; a shipped model's name (see
+    :func:`shipped_models`); a .pt = its sibling .json; a folder = ``model.json`` or
+    ``default.json`` inside it."""
     if path is None:
         p = DEFAULT_MANIFEST
+    elif isinstance(path, str) and path in shipped_models():
+        p = WEIGHTS_DIR / f"{path}.json"
     else:
         p = Path(path)
         if p.is_dir():

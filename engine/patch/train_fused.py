@@ -119,6 +119,8 @@ def train_fused(manifests: Sequence[str | Path], out_dir: str | Path, cfg: Fused
     threshold = choose_threshold(pc, yc)
     real_photos = src[cal_rows] == REAL_PHOTOS_SOURCE
     ops = {"balanced_accuracy": operating_point(pc[yc == 0], pc[yc == 1], threshold).to_dict()}
+    ops["balanced_accuracy"]["real_photos"] = operating_point(pc[real_photos & (yc == 0)], pc[yc == 1],
+                                                              threshold).to_dict()
     for f in STATED_FPRS:
         t = threshold_at_fpr(pc[yc == 0], f)
         ops[f"fpr_{f:.2f}"] = operating_point(pc[yc == 0], pc[yc == 1], t, f).to_dict()
