@@ -369,7 +369,7 @@ def export_component(name: str, src, out_dir: str | os.PathLike, precision: Prec
 # ------------------------------------------------------------------------------------------
 #: the patch-shuffle manifest entries a runtime needs beside the graph (no weights: the graph holds them)
 PATCH_RUNTIME_KEYS = ("format", "format_version", "version", "weights_sha256", "config", "preprocessing", "threshold",
-                      "temperature", "test_time")
+                      "temperature", "test_time", "architecture", "calibration", "decision")
 
 
 def write_pipeline_assets(names: Iterable[str], bundles: Bundles, out_dir: str | os.PathLike) -> dict:

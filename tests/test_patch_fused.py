@@ -18,6 +18,7 @@ from semgir_engine.errors import UnknownNameError  # noqa: E402
 from semgir_engine.patch import views  # noqa: E402
 from semgir_engine.patch.backbone import FrozenBackbone  # noqa: E402
 from semgir_engine.patch.cli import eval_cmd  # noqa: E402
+from semgir_engine.patch.detector import WEIGHTS_DIR as DEFAULT_DIR  # noqa: E402
 from semgir_engine.patch.detector import ModelManifestError, PatchDetector  # noqa: E402
 from semgir_engine.patch.fused import FusedConfig, build_fused, parse_spec  # noqa: E402
 from semgir_engine.patch.leaks import NeutraliseConfig  # noqa: E402
@@ -126,3 +127,17 @@ def test_fused_model_refuses_other_backbone_weights(tmp_path):
     (tmp_path / "run" / "model.json").write_text(json.dumps(card))
     with pytest.raises(ModelManifestError, match="not the ones this model was trained on"):
         PatchDetector.load(tmp_path / "run")
+
+
+def test_shipped_models_by_name_and_score_target_fpr():
+    from semgir_engine.errors import SemgirError
+    from semgir_engine.patch.detector import shipped_models
+    from semgir_engine.scorer import Scorer, ScorerConfig
+
+    assert {"default", "patch-shuffle"} <= set(shipped_models())
+    card = json.loads((DEFAULT_DIR / "default.json").read_text())
+    with Scorer(ScorerConfig(method="patch", target_fpr=0.05)) as s:
+        assert s.threshold == pytest.approx(card["decision"]["operating_points"]["fpr_0.05"]["threshold"], abs=1e-5)
+    assert PatchDetector.load("patch-shuffle").manifest.get("architecture", "patch-shuffle") == "patch-shuffle"
+    with pytest.raises(SemgirError, match="calibration-split scores"):
+        Scorer(ScorerConfig(method="patch", patch_model="patch-shuffle", target_fpr=0.05))

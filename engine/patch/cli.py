@@ -76,8 +76,9 @@ def train_patch(manifest, holdout, out_dir, preset, epochs, batch_size, lr, val_
 @click.option("--manifest", "manifest", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Labelled data manifest CSV (repeatable: one combined view over several).")
 @click.option("--source", "sources", multiple=True, help="Evaluate only this source (repeatable; default all).")
-@click.option("--model", "model", type=click.Path(exists=True), default=None,
-              help="model.json / model.pt / run folder (default: the shipped patch-shuffle model).")
+@click.option("--model", "model", default=None, metavar="PATH|NAME",
+              help="model.json / model.pt / run folder, or a shipped model's name (default, patch-shuffle); "
+                   "default: the shipped default.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Write metrics.json, roc.png and summary.md here.")
 @click.option("--condition", "conditions", multiple=True, type=click.Choice(["clean", "jpeg75", "resize0.5"]),

@@ -117,7 +117,8 @@ class FusedNet(nn.Module):
         q = s // 4
         inputs = {"global": torch.nn.functional.avg_pool2d(x, 2), "local": x[:, :, q : q + s // 2, q : q + s // 2]}
         # both scales are 128 px: one backbone call over the stacked batch
-        f = self.backbone(torch.cat([inputs[sc] for sc in self.scales], dim=0)).split(x.shape[0], dim=0)
+        # (chunk by count, not by the batch size, so an ONNX export keeps the batch axis dynamic)
+        f = self.backbone(torch.cat([inputs[sc] for sc in self.scales], dim=0)).chunk(len(self.scales), dim=0)
         parts = [fi[:, getattr(self, f"cols_{sc}")] for fi, sc in zip(f, self.scales)]
         if self.patch is not None:
             parts.append(self.patch.predict_logits(x).unsqueeze(1) if not self.training else self.patch(x).unsqueeze(1))
