@@ -61,6 +61,14 @@ def select(feats: dict[str, np.ndarray], spec: str, channels: tuple[int, ...]) -
     return np.concatenate([feats[s][..., c] for s, c in cols.items()], axis=-1).astype(np.float32)
 
 
+def scale_inputs(x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The two views of a normalised (B, 3, S, S) crop the backbone sees, both S/2 px: "global" =
+    the whole crop average-pooled 2x, "local" = its centre S/2 px at full resolution."""
+    s = x.shape[-1]
+    q = s // 4
+    return {"global": torch.nn.functional.avg_pool2d(x, 2), "local": x[:, :, q : q + s // 2, q : q + s // 2]}
+
+
 @dataclass(frozen=True)
 class FusedConfig:
     backbone: str = "efficientnet-lite0"
@@ -113,9 +121,7 @@ class FusedNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Raw (unstandardised) head inputs of a normalised (B, 3, S, S) batch."""
-        s = x.shape[-1]
-        q = s // 4
-        inputs = {"global": torch.nn.functional.avg_pool2d(x, 2), "local": x[:, :, q : q + s // 2, q : q + s // 2]}
+        inputs = scale_inputs(x)
         # both scales are 128 px: one backbone call over the stacked batch
         # (chunk by count, not by the batch size, so an ONNX export keeps the batch axis dynamic)
         f = self.backbone(torch.cat([inputs[sc] for sc in self.scales], dim=0)).chunk(len(self.scales), dim=0)

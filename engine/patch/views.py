@@ -61,17 +61,14 @@ def test_crop(img: np.ndarray, cfg: ViewConfig) -> np.ndarray:
 
 
 def two_scale_inputs(crops: np.ndarray, pcfg: PreprocessConfig):
-    """(B, S, S, 3) uint8 crops -> (global, local) normalised torch tensors of S/2 px: the whole crop
-    average-pooled 2x, and its centre S/2 px at full resolution."""
+    """(B, S, S, 3) uint8 crops -> the (global, local) backbone inputs of :func:`.fused.scale_inputs`."""
     import torch
 
+    from .fused import scale_inputs
     from .preprocess import normalize
 
-    x = torch.from_numpy(np.stack([normalize(c, pcfg) for c in crops]))
-    s = x.shape[-1]
-    g = torch.nn.functional.avg_pool2d(x, 2)
-    q = s // 4
-    return g, x[:, :, q : q + s // 2, q : q + s // 2]
+    v = scale_inputs(torch.from_numpy(np.stack([normalize(c, pcfg) for c in crops])))
+    return v["global"], v["local"]
 
 
 def build(manifest: Manifest, cache_dir: str | Path, cfg: ViewConfig = ViewConfig(), *,
