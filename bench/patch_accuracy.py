@@ -84,16 +84,17 @@ def bench_patch_accuracy(manifest_path: str | Path, export_dir: str | Path, back
     """Score the manifest with every backend; return parity, per-source accuracy and timing."""
     from ..datasets import load_pixels, read_manifest
     from ..metrics import binary_report
-    from ..patch.evaluate import model_splits
+    from ..patch.evaluate import plan_rows
 
     dets = load_backends(backends, export_dir, patch_model)
     if "torch" not in dets:
         raise ValueError("the torch backend is the parity reference: include it")
     ref = dets["torch"]
     manifest = read_manifest(manifest_path)
-    _, val_rows, held_out, verified = model_splits(manifest, ref.manifest)
+    plan, _, verified, _ = plan_rows(manifest, ref.manifest)
+    held_out = {s for s, (_, split) in plan.items() if not split.startswith("in-pool")}
     # by identity, not path: the manifest lists a few files twice (known label leaks)
-    test_ids = {id(r) for r in val_rows} | {id(r) for r in manifest.rows if r.source in held_out}
+    test_ids = {id(r) for rows_, _ in plan.values() for r in rows_}
     rows = list(manifest.rows)
     logits: dict[str, list[np.ndarray]] = {b: [] for b in dets}
     seconds = dict.fromkeys(dets, 0.0)
@@ -124,7 +125,8 @@ def bench_patch_accuracy(manifest_path: str | Path, export_dir: str | Path, back
         "model": {"version": ref.version, "threshold": thr, "temperature": ref.temperature},
         "data": {"manifest": str(manifest.path), "manifest_sha256": manifest.sha256, "images": len(kept),
                  "undecodable": len(rows) - len(kept), "test_images": int(is_test.sum()), "split_verified": verified,
-                 "test_rows": "validation split of the training pool" + (f" + held-out {sorted(held_out)}" if held_out else "")},
+                 "test_rows": "rows the model never trained on: " + ", ".join(
+                     sorted({split for _, split in plan.values()})) + (f" (all of {sorted(held_out)})" if held_out else "")},
         "backends": {},
     }
     for b, det in dets.items():

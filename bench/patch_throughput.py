@@ -52,12 +52,21 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="model.json or run folder (default: shipped model)")
     ap.add_argument("--preset", default=None, help="time an untrained preset instead (tiny, small, ...)")
+    ap.add_argument("--fused-spec", default=None,
+                    help="time an untrained fused detector with this feature spec instead (e.g. global:s4-head)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", default=None, help="append the result as JSON to this file")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    if a.preset:
+    if a.fused_spec:
+        from semgir_engine.patch.detector import PatchDetector as D
+        from semgir_engine.patch.fused import FusedConfig, build_fused
+
+        fc = FusedConfig(feature_spec=a.fused_spec)
+        det = D(build_fused(fc), {"version": f"untrained-fused-{a.fused_spec}", "threshold": 0.5, "temperature": 1.0,
+                                  "preprocessing": fc.preprocess.to_dict(), "config": fc.to_dict()})
+    elif a.preset:
         from semgir_engine.patch.detector import PatchDetector as D
         from semgir_engine.patch.model import build_model, get_config
 
@@ -68,7 +77,7 @@ def main(argv=None) -> dict:
         det = PatchDetector.load(a.model)
     res = {
         "model": det.version,
-        "macs_per_image": det.model.cfg.macs_per_image(),
+        "macs_per_image": det.model.cfg.macs_per_image() if hasattr(det.model.cfg, "macs_per_image") else None,
         "threads": a.threads,
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),

@@ -102,9 +102,13 @@ def main(verbose: int, quiet: bool) -> None:
 @click.option("--attribute", type=click.Path(exists=True), default=None, metavar="GENERATORS.json",
               help="SemGIR-A: add per-generator probabilities and the most likely generator (the generators.json "
                    "written by `train attribution`).")
+@click.option("--target-fpr", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Patch detector: label at the threshold whose false-positive rate on the model's calibration "
+                   "split is at most this (default: the model's own threshold).")
 def score(paths, out, fmt, method, models, backend, device, export_dir, precision, steps, seed, patch_model,
           batch_size, guidance_scale, scheduler, resolution, paper_reference, max_new_tokens, num_beams, resume,
-          overwrite, num_shards, shard_id, no_progress, use_ray, ray_address, ray_actors, feature_cache, attribute):
+          overwrite, num_shards, shard_id, no_progress, use_ray, ray_address, ray_actors, feature_cache, attribute,
+          target_fpr):
     """Score images (files or folders, walked recursively); one row per input."""
     from .results import infer_format
     from .scorer import ScorerConfig
@@ -125,7 +129,7 @@ def score(paths, out, fmt, method, models, backend, device, export_dir, precisio
                        seed=seed, steps=steps, guidance_scale=guidance_scale, scheduler=scheduler,
                        resolution=resolution, max_new_tokens=max_new_tokens, num_beams=num_beams,
                        patch_model=patch_model, feature_cache=feature_cache, attribute=attribute, export_dir=export_dir,
-                       precision=precision)
+                       precision=precision, target_fpr=target_fpr)
     if use_ray:  # -- distributed scoring on Ray Data: semgir_engine.distributed --
         from .distributed import score_with_ray
 
@@ -162,7 +166,8 @@ def info(models, as_json):
             click.echo(f"  {k}: {v}")
 
 
-@main.group(cls=_Group, lazy={"patch": ".patch.cli:train_patch", "semgir": ".semgir.cli:train_semgir_cmd",
+@main.group(cls=_Group, lazy={"patch": ".patch.cli:train_patch", "fused": ".patch.cli:train_fused_cmd",
+                              "semgir": ".semgir.cli:train_semgir_cmd",
                               "attribution": ".semgir.cli:train_attribution_cmd"})
 def train():
     """Train a detector."""

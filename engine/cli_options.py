@@ -36,8 +36,9 @@ def scorer_options(f):
                           "precision that was not exported falls back to the one that was, with a warning."),
         click.option("--steps", type=click.IntRange(1), default=D.steps, show_default=True, help="Regeneration steps."),
         click.option("--seed", type=int, default=D.seed, show_default=True),
-        click.option("--patch-model", type=click.Path(exists=True), default=None,
-                     help="Patch-detector model (model.json or its folder; default: the shipped model)."),
+        click.option("--patch-model", default=None, metavar="PATH|NAME",
+                     help="Patch-detector model: model.json or its folder, or a shipped model's name "
+                          "(default, patch-shuffle). Default: the shipped default."),
     ]
     for opt in reversed(options):
         f = opt(f)

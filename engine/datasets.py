@@ -7,6 +7,7 @@ A manifest is a CSV with at least the columns ``path,label,source``; ``label`` i
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
 import random
 from collections import Counter
@@ -107,6 +108,35 @@ def read_manifest(path: str | Path) -> Manifest:
     if not rows:
         raise ManifestError(f"{p}: no rows")
     return Manifest(p.resolve(), file_sha256(p), tuple(rows))
+
+
+def read_manifests(paths: str | Path | Sequence[str | Path]) -> Manifest:
+    """One manifest, or a combined read-only view over several (never copied).
+
+    The view's rows keep their absolute paths; its ``path`` is a virtual ``combined-<n>.csv`` in
+    the deepest folder holding every manifest (so paths relative to it stay valid), and its
+    ``sha256`` hashes the member manifests' hashes in order. Source names must be unique across
+    the members, so leave-one-source-out stays meaningful.
+    """
+    if isinstance(paths, (str, Path)):
+        return read_manifest(paths)
+    members = [read_manifest(p) for p in paths]
+    if not members:
+        raise ManifestError("no manifest given")
+    if len(members) == 1:
+        return members[0]
+    seen: dict[str, Path] = {}
+    for m in members:
+        for s in m.sources:
+            if s in seen:
+                raise ManifestError(f"source {s!r} is in both {seen[s]} and {m.path}; source names must be unique")
+            seen[s] = m.path
+    import os
+
+    base = Path(os.path.commonpath([str(m.path.parent) for m in members]))
+    digest = hashlib.sha256("\n".join(m.sha256 for m in members).encode()).hexdigest()
+    rows = tuple(r for m in members for r in m.rows)
+    return Manifest(base / f"combined-{len(members)}.csv", digest, rows)
 
 
 def stratified_split(rows: Sequence[Row], fraction: float, seed: int) -> tuple[list[Row], list[Row]]:

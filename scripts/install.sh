@@ -12,6 +12,6 @@ fi
 if ! .venv/bin/python -c "import torch, torchvision, sys; sys.exit(0 if torch.__version__.startswith('2.14.1') else 1)" 2>/dev/null; then
   .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
 fi
-.venv/bin/python -m pip install -q -e ".[torch,onnx,export,parquet,eval,test,serve,ray,triton]"
+.venv/bin/python -m pip install -q -e ".[torch,onnx,export,parquet,eval,fused,test,serve,ray,triton]"
 # the native part (libsemgir, semgir-score, ctest suite): Debian -dev packages, ORT headers, cmake
 bash scripts/build_native.sh

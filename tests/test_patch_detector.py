@@ -15,6 +15,7 @@ from semgir_engine.errors import WeightsNotFoundError  # noqa: E402
 from semgir_engine.patch.detector import DEFAULT_MANIFEST, ModelManifestError, PatchDetector  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "aigi" / "manifest.csv"
+DATA2 = DATA.parents[1] / "aigi2" / "manifest.csv"
 
 
 @pytest.fixture(autouse=True)
@@ -63,6 +64,8 @@ def test_shipped_weights_reproduce_their_validation_metrics(det):
     from semgir_engine.metrics import balanced_accuracy, roc_auc
     from semgir_engine.patch.evaluate import model_splits
 
+    if det.manifest.get("architecture") == "fused":
+        pytest.skip("the fused default is checked by test_shipped_fused_model_reproduces_its_calibration_scores")
     manifest = read_manifest(DATA)
     _, val_rows, _, verified = model_splits(manifest, det.manifest)
     if not verified:
@@ -74,3 +77,29 @@ def test_shipped_weights_reproduce_their_validation_metrics(det):
     assert len(rows) == v["n"]
     assert roc_auc(y, p) == pytest.approx(v["roc_auc"], abs=2e-3)
     assert balanced_accuracy(y, (p >= det.threshold).astype(float)) == pytest.approx(v["balanced_accuracy"], abs=5e-3)
+
+
+@pytest.mark.skipif(not DATA2.exists(), reason="the aigi2 data set is not on this machine")
+def test_shipped_fused_model_reproduces_its_calibration_scores(det):
+    """Every calibration-split image of the aigi2 sources scores (from its file, through the whole
+    runtime) to a value the model card recorded for that split, and the card's operating point
+    follows from those scores."""
+    from semgir_engine.datasets import load_pixels, read_manifest
+    from semgir_engine.hashing import sha256_file
+
+    meta = det.manifest
+    if meta.get("architecture") != "fused":
+        pytest.skip("the shipped default is not the fused model")
+    cal = set(meta["data"]["calibration_files_sha256"])
+    rows = [r for r in read_manifest(DATA2).rows if sha256_file(r.path)[:16] in cal]
+    assert len(rows) >= 40
+    imgs, rows = load_pixels(rows)
+    p = det.predict(imgs, batch_size=32)
+    scores = meta["decision"]["calibration_scores"]
+    for label, name in ((0, "real"), (1, "ai")):
+        ref = np.asarray(scores[name])
+        mine = p[np.array([r.label for r in rows]) == label]
+        assert np.abs(ref[None, :] - mine[:, None]).min(axis=1).max() < 2e-3
+    op = meta["decision"]["operating_points"]["balanced_accuracy"]
+    real = np.asarray(scores["real"])
+    assert op["fpr"] == pytest.approx(float((real >= det.threshold).mean()), abs=1e-9)

@@ -100,7 +100,7 @@ def test_accuracy_bench_reports_parity_and_per_source_metrics(patch_export, tmp_
 
     m = _manifest(tmp_path, n=4)  # 16 images in two sources
     res = bench_patch_accuracy(m, patch_export, ("torch", "onnxruntime", "onnxruntime-fp16"), n_boot=20, chunk=5)
-    assert res["data"]["images"] == 16 and res["data"]["split_verified"] is False  # the shipped model saw other data
+    assert res["data"]["images"] == 16 and res["data"]["test_images"] == 16  # the shipped model never saw them
     assert set(res["backends"]) == {"torch", "onnxruntime", "onnxruntime-fp16"}
     par = res["backends"]["onnxruntime"]["parity_vs_torch"]
     assert par["max_abs_logit_diff"] < 1e-4 and par["max_abs_p_diff"] < 1e-4

@@ -28,7 +28,7 @@ def _ring_index(size: int, bins: int) -> np.ndarray:
 
 def residual_spectrum(img: np.ndarray, pcfg: PreprocessConfig = PreprocessConfig(), bins: int = 64) -> np.ndarray:
     """(bins,) azimuthally averaged log power spectrum of the high-pass residual of one image."""
-    a = crop(fit_min_side(img, pcfg.size, pcfg.fit), pcfg.size).astype(np.float64)
+    a = crop(fit_min_side(img, pcfg.size, pcfg.fit, pcfg.short_side), pcfg.size).astype(np.float64)
     g = a @ np.array([0.299, 0.587, 0.114])
     pad = np.pad(g, 1, mode="reflect")
     blur = sum(pad[i : i + g.shape[0], j : j + g.shape[1]] for i in range(3) for j in range(3)) / 9.0

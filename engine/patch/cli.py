@@ -73,11 +73,12 @@ def train_patch(manifest, holdout, out_dir, preset, epochs, batch_size, lr, val_
 
 
 @click.command("eval")
-@click.option("--manifest", "manifest", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Labelled data manifest CSV.")
+@click.option("--manifest", "manifest", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Labelled data manifest CSV (repeatable: one combined view over several).")
 @click.option("--source", "sources", multiple=True, help="Evaluate only this source (repeatable; default all).")
-@click.option("--model", "model", type=click.Path(exists=True), default=None,
-              help="model.json / model.pt / run folder (default: the shipped patch-shuffle model).")
+@click.option("--model", "model", default=None, metavar="PATH|NAME",
+              help="model.json / model.pt / run folder, or a shipped model's name (default, patch-shuffle); "
+                   "default: the shipped default.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Write metrics.json, roc.png and summary.md here.")
 @click.option("--condition", "conditions", multiple=True, type=click.Choice(["clean", "jpeg75", "resize0.5"]),
@@ -87,18 +88,56 @@ def train_patch(manifest, holdout, out_dir, preset, epochs, batch_size, lr, val_
 @click.option("--n-boot", default=1000, show_default=True, type=int, help="Bootstrap resamples for the 95% CIs.")
 @click.option("--baseline/--no-baseline", default=True, show_default=True,
               help="Fit and report the residual-spectrum logistic-regression baseline on the same split.")
+@click.option("--target-fpr", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Decide at the threshold whose false-positive rate on the model's calibration split is "
+                   "at most this (default: the model's own threshold).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--threads", default=2, show_default=True, type=int)
 @click.option("-v", "--verbose", is_flag=True)
-def eval_cmd(manifest, sources, model, out_dir, conditions, k_shuffles, n_boot, baseline, seed, threads, verbose):
-    """Per-source metrics with 95% bootstrap CIs, robustness, K-shuffle and baseline comparison."""
+def eval_cmd(manifest, sources, model, out_dir, conditions, k_shuffles, n_boot, baseline, target_fpr, seed, threads,
+             verbose):
+    """Per-source metrics with 95% bootstrap CIs, calibration (reliability, ECE, FPR/TPR at the threshold),
+    robustness, K-shuffle and baseline comparison, on every row the model did not train on."""
     _logging(verbose)
     from .evaluate import CONDITIONS, EvalConfig, evaluate, markdown_summary
 
     cfg = EvalConfig(sources=tuple(sources), conditions=tuple(conditions) or CONDITIONS, k_shuffles=k_shuffles,
-                     n_boot=n_boot, seed=seed, baseline=baseline, threads=threads)
+                     n_boot=n_boot, seed=seed, baseline=baseline, threads=threads, target_fpr=target_fpr)
     with _as_click_errors():
-        result = evaluate(model, manifest, out_dir, cfg)
+        result = evaluate(model, manifest[0] if len(manifest) == 1 else list(manifest), out_dir, cfg)
     click.echo(markdown_summary(result))
     if out_dir:
         click.echo(f"wrote {Path(out_dir) / 'metrics.json'}")
+
+
+@click.command("fused")
+@click.option("--manifest", "manifests", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Labelled data manifest CSV (repeatable: trained on the combined view of all of them).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=str(DEFAULT_RUNS.parent / "fused"),
+              show_default=True)
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=str(DEFAULT_RUNS.parent / "views"),
+              show_default=True, help="View/feature cache (decoded once, reused by every run on the same data).")
+@click.option("--features", "feature_spec", default="global:s4-head", show_default=True,
+              help="Backbone stage means feeding the head: SCALE:STAGE[-STAGE][+...], scales global|local, "
+                   "stages stem, s1..s7, head.")
+@click.option("--C", "C", default=3e-5, show_default=True, type=float, help="Inverse L2 strength of the head.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--n-boot", default=1000, show_default=True, type=int)
+@click.option("--threads", default=2, show_default=True, type=int)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("-v", "--verbose", is_flag=True)
+def train_fused_cmd(manifests, out_dir, cache_dir, feature_spec, C, seed, n_boot, threads, progress, verbose):
+    """Train the fused detector (frozen EfficientNet-Lite0 + linear head) on class-blind views of every
+    source, with its leave-one-source-out figures, calibration and operating points in model.json."""
+    _logging(verbose)
+    import torch
+
+    from .train_fused import FusedTrainConfig, card_markdown, train_fused
+
+    torch.set_num_threads(threads)
+    with _as_click_errors():
+        meta = train_fused(list(manifests), out_dir, FusedTrainConfig(feature_spec=feature_spec, C=C, seed=seed,
+                                                                      n_boot=n_boot),
+                           cache_dir=cache_dir, progress=progress)
+    (Path(out_dir) / "card.md").write_text(card_markdown(meta))
+    click.echo(card_markdown(meta))

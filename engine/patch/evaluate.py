@@ -1,9 +1,11 @@
 """Evaluate a patch-shuffle model per source, under perturbations, beside the spectrum baseline.
 
-Which rows are scored follows from the model's own manifest: a source the model never saw
-(``holdout_sources``) is scored in full; a source from its training pool is scored on the
-validation split only (re-derived from the stored seed and fraction and checked against the
-stored hash), so training images are never counted as test data.
+Which rows are scored follows from the model's own manifest (:func:`plan_rows`): every row that is
+not one of the model's training images. Models that record their training files' hashes (the
+fused default) are checked file by file, so any manifest, including one the model never saw, is
+scored on all its rows except those files; older models score a source they never saw in full and
+a source of their training pool on the validation split (re-derived from the stored seed and
+fraction, checked against the stored hash).
 
 For every source and perturbation (clean, JPEG quality 75, 0.5x bilinear resize) the result holds
 accuracy at the model's threshold, balanced accuracy, ROC-AUC and AP with bootstrap 95% intervals
@@ -23,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..datasets import Manifest, Row, load_pixels, read_manifest
+from ..datasets import Manifest, Row, load_pixels, read_manifests
 from ..errors import SemgirError
 from ..metrics import binary_report, roc_curve
 from .augment import AugmentConfig, augment, jpeg_roundtrip, rescale
@@ -58,6 +60,7 @@ class EvalConfig:
     baseline: bool = True
     batch_size: int = 64
     threads: int = 2
+    target_fpr: float | None = None  # threshold from the model's calibration split at this FPR
 
 
 def _val_hash(rows: Sequence[Row], base: Path) -> str:
@@ -80,6 +83,53 @@ def model_splits(manifest: Manifest, meta: dict) -> tuple[list[Row], list[Row], 
     return train_rows, val_rows, set(cfg.holdout_sources), verified
 
 
+def plan_rows(manifest: Manifest, meta: dict) -> tuple[dict[str, tuple[list[Row], str]], list[Row], bool, int]:
+    """Which rows of ``manifest`` may be scored for a model: ``({source: (rows, split label)},
+    the model's training rows found here, split_verified, n excluded)``.
+
+    * A model that records the content hashes of its training files (``data.train_files_sha256``,
+      the fused default and later): every row whose file is not one of them is scored, whatever
+      the manifest; the training files are excluded and counted.
+    * Older models: a source the model never trained on is scored in full; a source of its training
+      pool is scored on the validation split re-derived from the stored seed and fraction (verified
+      against the stored hash when the manifest is the one it was trained on).
+    """
+    trained = meta.get("data", {}).get("train_files_sha256")
+    if trained is not None:
+        from ..hashing import sha256_file
+
+        known = set(trained)
+        plan: dict[str, tuple[list[Row], str]] = {}
+        train_rows: list[Row] = []
+        for r in manifest.rows:
+            try:
+                h = sha256_file(r.path)[:16]
+            except OSError:
+                h = ""  # unreadable: scored (it becomes an error row in load_pixels)
+            if h in known:
+                train_rows.append(r)
+            else:
+                plan.setdefault(r.source, ([], "not in the model's training files"))[0].append(r)
+        return plan, train_rows, True, len(train_rows)
+    pool_sources = set(meta.get("data", {}).get("train_counts", {}))
+    if manifest.sha256 == meta.get("data", {}).get("manifest_sha256") or set(manifest.sources) & pool_sources:
+        train_rows, val_rows, held_out, verified = model_splits(manifest, meta)
+    else:
+        train_rows, val_rows, held_out, verified = [], [], set(manifest.sources), True
+    held_out = held_out | (set(manifest.sources) - pool_sources if pool_sources else set())
+    plan = {}
+    for r in manifest.rows:
+        if r.source in held_out:
+            plan.setdefault(r.source, ([], "unseen source (held out of training)"))[0].append(r)
+    for r in val_rows:
+        if r.source not in held_out:
+            plan.setdefault(r.source, ([], "in-pool validation split"))[0].append(r)
+    train_rows = [r for r in train_rows if r.source not in held_out]
+    excluded = sum(1 for r in manifest.rows if r.source not in held_out) - sum(
+        len(v[0]) for k, v in plan.items() if k not in held_out)
+    return plan, train_rows, verified, excluded
+
+
 def _scores(detector, images: Sequence[np.ndarray], k: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """(p fixed order, p mean over K shuffles): the CNN runs once, the head K+1 times."""
     import torch
@@ -90,9 +140,14 @@ def _scores(detector, images: Sequence[np.ndarray], k: int, batch_size: int) -> 
     z0, zk = [], []
     with torch.inference_mode():
         for i in range(0, len(images), batch_size):
-            f = model.patch_features(torch.from_numpy(prepare_batch(images[i : i + batch_size], detector.preprocess)))
-            z0.append(model.head_logits(f, 0).numpy())
-            zk.append(model.head_logits(f, k, seed=0).numpy() if k > 0 else z0[-1])
+            x = torch.from_numpy(prepare_batch(images[i : i + batch_size], detector.preprocess))
+            if hasattr(model, "patch_features"):  # the CNN runs once, the head K+1 times
+                f = model.patch_features(x)
+                z0.append(model.head_logits(f, 0).numpy())
+                zk.append(model.head_logits(f, k, seed=0).numpy() if k > 0 else z0[-1])
+            else:
+                z0.append(model.predict_logits(x).numpy())
+                zk.append(model.predict_logits(x, k_shuffles=k).numpy() if k > 0 else z0[-1])
     z0 = np.concatenate(z0).astype(np.float64) if z0 else np.zeros(0)
     zk = np.concatenate(zk).astype(np.float64) if zk else np.zeros(0)
     return detector.calibrate(z0), detector.calibrate(zk)
@@ -112,24 +167,30 @@ def evaluate(model_path: str | Path | None, manifest_path: str | Path, out_dir: 
         if c not in CONDITIONS:
             raise EvaluationError(f"unknown condition {c!r}; valid: {', '.join(CONDITIONS)}")
     det = PatchDetector.load(model_path)
+    if cfg.target_fpr is not None:
+        det.set_target_fpr(cfg.target_fpr)
     meta = det.manifest
-    manifest = read_manifest(manifest_path)
-    train_rows, val_rows, held_out, verified = model_splits(manifest, meta)
+    manifest = read_manifests(manifest_path)
+    plan, train_rows, verified, excluded = plan_rows(manifest, meta)
     if not verified:
-        log.warning("model was trained on another manifest or split: in-pool numbers may include training images")
+        log.warning("the model's pool sources are in this manifest but it is not the manifest the model was "
+                    "trained on: the re-derived validation split may include training images")
+    held_out = {s for s, (_, split) in plan.items() if not split.startswith("in-pool")}
+    val_rows = [r for s, (rows, split) in plan.items() if split.startswith("in-pool") for r in rows]
     sources = list(cfg.sources) or manifest.sources
     unknown = [s for s in sources if s not in manifest.sources]
     if unknown:
         raise EvaluationError(f"unknown source(s) {unknown}; valid: {', '.join(manifest.sources)}")
-    val_by_source: dict[str, list[Row]] = {}
-    for r in val_rows:
-        val_by_source.setdefault(r.source, []).append(r)
 
     baseline = base_thr = None
-    if cfg.baseline:
+    aug_cfg = meta.get("training", {}).get("config", {}).get("augment")
+    if cfg.baseline and not (train_rows and val_rows and aug_cfg):
+        log.info("spectrum baseline skipped: it is fitted on the model's training rows and validated on its "
+                 "in-pool split, and this manifest has %s", "no training rows" if not train_rows else "no split")
+    elif cfg.baseline:
         log.info("fitting the spectrum baseline on the model's training split (%d images)", len(train_rows))
         tr_imgs, tr_rows = load_pixels(train_rows, progress=progress)
-        aug = AugmentConfig.from_dict(meta["training"]["config"]["augment"])
+        aug = AugmentConfig.from_dict(aug_cfg)
         rng = np.random.default_rng(cfg.seed)
         tr_aug = [augment(im, det.preprocess.size, rng, aug) for im in tr_imgs]
         del tr_imgs
@@ -141,8 +202,10 @@ def evaluate(model_path: str | Path | None, manifest_path: str | Path, out_dir: 
 
     result: dict = {
         "model": {"version": det.version, "manifest": str(det.manifest_path), "holdout_sources": sorted(held_out),
-                  "threshold": det.threshold, "temperature": det.temperature},
-        "data": {"manifest": str(manifest.path), "manifest_sha256": manifest.sha256, "split_verified": verified},
+                  "threshold": det.threshold, "temperature": det.temperature, "target_fpr": det.target_fpr,
+                  "calibration": det.calibrator.method},
+        "data": {"manifest": str(manifest.path), "manifest_sha256": manifest.sha256, "split_verified": verified,
+                 "excluded_training_rows": excluded},
         "config": {**asdict(cfg), "sources": sources},
         "baseline": {"threshold": base_thr, "bins": baseline.bins if baseline else None},
         "sources": {},
@@ -150,10 +213,7 @@ def evaluate(model_path: str | Path | None, manifest_path: str | Path, out_dir: 
     curves: dict[str, dict] = {}
     pooled: dict[str, dict[str, list]] = {}
     for src in sources:
-        if src in held_out:
-            rows, split = manifest.select(sources=[src]), "unseen source (held out of training)"
-        else:
-            rows, split = val_by_source.get(src, []), "in-pool validation split"
+        rows, split = plan.get(src, ([], "training rows only"))
         if not rows:
             log.warning("no rows to evaluate for %s", src)
             continue
@@ -182,6 +242,7 @@ def evaluate(model_path: str | Path | None, manifest_path: str | Path, out_dir: 
                 curves[src] = {"y": y, "p": p0, "b": pb}
         result["sources"][src] = entry
         log.info("%s: %s", src, {c: round(v["patch"]["roc_auc"], 4) for c, v in entry["conditions"].items()})
+    result["calibration"] = calibration_report(pooled, det)
     result["pooled"] = {}
     for key, acc in pooled.items():
         y, p = np.concatenate(acc["y"]), np.concatenate(acc["p"])
@@ -196,8 +257,30 @@ def evaluate(model_path: str | Path | None, manifest_path: str | Path, out_dir: 
         (out / "metrics.json").write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
         if curves:
             plot_roc(curves, out / "roc.png", title=f"{det.version} (held out: {', '.join(sorted(held_out)) or 'none'})")
+        rel = {k: v["reliability"] for k, v in result["calibration"].items() if v["reliability"]["n"]}
+        if rel:
+            from ..calibration.decision import plot_reliability
+
+            plot_reliability(rel, out / "reliability.png", title=f"{det.version}: reliability of p_ai (clean)")
         (out / "summary.md").write_text(markdown_summary(result))
     return result
+
+
+def calibration_report(pooled: dict, det) -> dict:
+    """Per split kind (clean condition): reliability table + ECE, and the operating point at the
+    model's threshold (FPR on real, TPR on AI, Clopper-Pearson intervals)."""
+    from ..calibration.decision import operating_point, reliability
+
+    out = {}
+    for key, acc in pooled.items():
+        kind, cond = key.split("|")
+        if cond != "clean":
+            continue
+        y, p = np.concatenate(acc["y"]), np.concatenate(acc["p"])
+        out[kind] = {"reliability": reliability(y, p),
+                     "operating_point": operating_point(p[y == 0], p[y == 1], det.threshold,
+                                                        det.target_fpr).to_dict()}
+    return out
 
 
 def _json_default(o):
@@ -262,6 +345,13 @@ def markdown_summary(result: dict) -> str:
                              f"{_fmt(r['roc_auc'], r['roc_auc_ci'])} | "
                              f"{_fmt(r['average_precision'], r['average_precision_ci'])} | "
                              f"{_rate(r['fpr'])} |")
+    for kind, c in result.get("calibration", {}).items():
+        op, rel = c["operating_point"], c["reliability"]
+        lines += ["", f"calibration ({kind} rows, clean, {result['model'].get('calibration', 'temperature')}): "
+                  f"ECE {rel['ece']:.3f} over {rel['n']} images; at threshold {op['threshold']:.4f}"
+                  + (f" (target FPR {op['target_fpr']:.3f})" if op.get("target_fpr") is not None else "")
+                  + f": FPR {_rate(op['fpr'])} [{op['fpr_ci'][0]:.3f}, {op['fpr_ci'][1]:.3f}] on {op['n_real']} real, "
+                  f"TPR {_rate(op['tpr'])} [{op['tpr_ci'][0]:.3f}, {op['tpr_ci'][1]:.3f}] on {op['n_ai']} AI"]
     return "\n".join(lines) + "\n"
 
 

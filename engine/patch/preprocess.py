@@ -10,28 +10,36 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-FIT_MODES = ("pad", "resize")
+FIT_MODES = ("pad", "resize", "short")
 
 
 @dataclass(frozen=True)
 class PreprocessConfig:
     size: int = 256  # crop side; also the minimum short side after fitting
-    fit: str = "pad"  # "pad": zero-pad small images; "resize": upscale so the short side >= size
+    fit: str = "pad"  # "pad": zero-pad small images; "resize": upscale so the short side >= size;
+    # "short": resize (up or down, bicubic) so the short side is ``short_side``, whatever the original size
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.25, 0.25, 0.25)
+    short_side: int = 0  # only for fit "short" (>= size)
 
     def __post_init__(self) -> None:
         if self.fit not in FIT_MODES:
             raise ValueError(f"unknown fit mode {self.fit!r}; valid: {', '.join(FIT_MODES)}")
         if self.size <= 0:
             raise ValueError("size must be positive")
+        if self.fit == "short" and self.short_side < self.size:
+            raise ValueError(f"fit 'short' needs short_side >= size, got {self.short_side} < {self.size}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if self.fit != "short":
+            d.pop("short_side")  # older manifests (and exports) have no such key
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessConfig":
-        return cls(size=int(d["size"]), fit=str(d["fit"]), mean=tuple(d["mean"]), std=tuple(d["std"]))
+        return cls(size=int(d["size"]), fit=str(d["fit"]), mean=tuple(d["mean"]), std=tuple(d["std"]),
+                   short_side=int(d.get("short_side", 0)))
 
 
 def _check_rgb(img: np.ndarray) -> np.ndarray:
@@ -41,10 +49,15 @@ def _check_rgb(img: np.ndarray) -> np.ndarray:
     return a
 
 
-def fit_min_side(img: np.ndarray, size: int, fit: str = "pad") -> np.ndarray:
-    """Make both sides >= ``size``: zero padding (image centred) or a bilinear upscale."""
+def fit_min_side(img: np.ndarray, size: int, fit: str = "pad", short_side: int = 0) -> np.ndarray:
+    """Make both sides >= ``size``: zero padding (image centred), a bilinear upscale, or (fit "short")
+    a bicubic resize of the short side to exactly ``short_side``."""
     a = _check_rgb(img)
     h, w = a.shape[:2]
+    if fit == "short":
+        from .leaks import resize_short_side
+
+        return resize_short_side(a, short_side)
     if h >= size and w >= size:
         return a
     if fit == "pad":
@@ -81,7 +94,7 @@ def normalize(img: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
 
 def prepare(img: np.ndarray, cfg: PreprocessConfig, rng: np.random.Generator | None = None) -> np.ndarray:
     """One image to network input: fit, crop (centre unless ``rng``), normalise."""
-    return normalize(crop(fit_min_side(img, cfg.size, cfg.fit), cfg.size, rng), cfg)
+    return normalize(crop(fit_min_side(img, cfg.size, cfg.fit, cfg.short_side), cfg.size, rng), cfg)
 
 
 def prepare_batch(images, cfg: PreprocessConfig, rng: np.random.Generator | None = None) -> np.ndarray:

@@ -254,3 +254,43 @@ def train(
     log.info("wrote %s (val AUC %.4f, threshold %.4f, T %.3f)", model_path, val_report.roc_auc, threshold,
              fit.temperature)
     return TrainResult(model_path, manifest_out, meta)
+
+
+def fit_on_views(crops, rows: np.ndarray, views: Sequence[int], labels: np.ndarray, weights: np.ndarray,
+                 *, preset: str = "tiny", steps: int = 600, batch_size: int = 32, lr: float = 3e-3,
+                 weight_decay: float = 1e-4, seed: int = 0, progress: bool = False, model_config=None):
+    """Train a patch-shuffle network on pre-made class-blind views (``crops[row, view]``, uint8
+    (S, S, 3), e.g. the cache of :mod:`.views`). Batches are drawn with probability proportional to
+    ``weights`` (:func:`.selection.balanced_weights` balances sources and classes per batch);
+    the view of each draw is random among ``views``; cosine schedule with warm-up."""
+    import torch
+
+    from .model import build_model, get_config
+    from .preprocess import normalize
+
+    mcfg = model_config or get_config(preset)
+    torch.manual_seed(seed)
+    model = build_model(mcfg).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    prob = np.asarray(weights, np.float64) / np.sum(weights)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    warmup = max(1, steps // 20)
+    it = range(steps)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc="patch CNN", unit="step", leave=False)
+    for s in it:
+        pick = rng.choice(len(rows), size=batch_size, p=prob)
+        vw = rng.choice(np.asarray(views), size=batch_size)
+        xb = np.stack([normalize(np.asarray(crops[rows[i], v]), mcfg.preprocess) for i, v in zip(pick, vw)])
+        yb = torch.from_numpy(labels[rows[pick]].astype(np.float32))
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(s, steps, warmup, lr)
+        loss = loss_fn(model(torch.from_numpy(xb), generator=gen), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return model.eval()

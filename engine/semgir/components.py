@@ -270,7 +270,7 @@ def run_torch(module: nn.Module, inputs: dict, spec, device: torch.device | str 
 # ------------------------------------------------------------------------------------------
 #: the patch-shuffle manifest entries a runtime needs beside the graph (no weights: the graph holds them)
 PATCH_RUNTIME_KEYS = ("format", "format_version", "version", "weights_sha256", "config", "preprocessing", "threshold",
-                      "temperature", "test_time")
+                      "temperature", "test_time", "architecture", "calibration", "decision")
 CAPTIONER_GRAPHS = {"blip_vision", "blip_text_decoder", "blip_text_decoder_init", "blip_text_decoder_with_past"}
 
 
