@@ -13,7 +13,7 @@ import sys
 import click
 
 from . import __version__
-from .cli_options import models_option, scorer_options
+from .cli_options import cascade_options, models_option, scorer_options
 from .errors import SemgirError, UnknownNameError
 
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
@@ -81,9 +81,13 @@ def main(verbose: int, quiet: bool) -> None:
 @click.option("--attribute", type=click.Path(exists=True), default=None, metavar="GENERATORS.json",
               help="SemGIR-A: add per-generator probabilities and the most likely generator (the generators.json "
                    "written by `train attribution`).")
+@cascade_options
+@click.option("--save-regenerations", type=click.Path(file_okay=False, path_type=str), default=None, metavar="DIR",
+              help="Keep SemGIR's regenerated images (PNG) in DIR, for `report` (off by default).")
 def score(paths, out, fmt, method, models, backend, device, export_dir, precision, steps, seed, patch_model,
           batch_size, guidance_scale, scheduler, resolution, paper_reference, max_new_tokens, num_beams, resume,
-          overwrite, num_shards, shard_id, no_progress, use_ray, ray_address, ray_actors, feature_cache, attribute):
+          overwrite, num_shards, shard_id, no_progress, use_ray, ray_address, ray_actors, feature_cache, attribute,
+          cascade_band, max_regen_fraction, save_regenerations):
     """Score images (files or folders, walked recursively); one row per input."""
     from .results import infer_format
     from .scorer import ScorerConfig
@@ -101,7 +105,8 @@ def score(paths, out, fmt, method, models, backend, device, export_dir, precisio
                        seed=seed, steps=steps, guidance_scale=guidance_scale, scheduler=scheduler,
                        resolution=resolution, max_new_tokens=max_new_tokens, num_beams=num_beams,
                        patch_model=patch_model, feature_cache=feature_cache, attribute=attribute, export_dir=export_dir,
-                       precision=precision)
+                       precision=precision, cascade_band=cascade_band, max_regen_fraction=max_regen_fraction,
+                       save_regenerations=save_regenerations)
     if use_ray:  # -- distributed scoring on Ray Data: semgir_engine.distributed --
         from .distributed import score_with_ray
 
@@ -115,9 +120,14 @@ def score(paths, out, fmt, method, models, backend, device, export_dir, precisio
     summary = score_paths(paths, cfg, out=out, fmt=infer_format(out, fmt), resume=resume, overwrite=overwrite,
                           num_shards=num_shards, shard_id=shard_id, progress=not no_progress)
     if summary.random_weights:
-        click.secho("WARNING: random weights: the scores above are meaningless (timing and parity only).",
+        which = "the rows decided by SemGIR (stage semgir)" if summary.method == "cascade" else "the scores above"
+        click.secho(f"WARNING: random weights: {which} are meaningless (timing and parity only).",
                     fg="red", bold=True, err=True)
     click.echo(summary.describe(), err=True)
+    if out:
+        from .runmeta import write_run_meta
+
+        write_run_meta(out, cfg, summary)
     sys.exit(EXIT_PARTIAL if summary.failed else EXIT_OK)
 
 
@@ -166,6 +176,11 @@ def _mount_optional() -> None:
     from .export.cli import export_cmd
 
     main.add_command(export_cmd, "export")
+    from .calibration.cli import calibrate_group
+    from .report.cli import report_cmd
+
+    main.add_command(calibrate_group, "calibrate")
+    main.add_command(report_cmd, "report")
 
 
 _mount_optional()

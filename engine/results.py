@@ -41,6 +41,11 @@ class Result:
     timings_ms: dict[str, float] = field(default_factory=dict)
     attribution: dict[str, float] | None = None
     generator: str | None = None
+    # cascade (semgir_engine.cascade): which stage decided, and each stage's p_ai where it ran
+    stage: str | None = None
+    p_patch: float | None = None
+    p_semgir: float | None = None
+    regeneration: str | None = None  # the saved regenerated image (score --save-regenerations DIR)
 
     @property
     def ok(self) -> bool:
@@ -222,7 +227,7 @@ class RowWriter:
 def parquet_schema():
     import pyarrow as pa
 
-    types = {"p_ai": pa.float64(), "random_weights": pa.bool_(), "width": pa.int64(), "height": pa.int64()}
+    types = {"p_ai": pa.float64(), "p_patch": pa.float64(), "p_semgir": pa.float64(), "random_weights": pa.bool_(), "width": pa.int64(), "height": pa.int64()}
     return pa.schema([(c, types.get(c, pa.string())) for c in COLUMNS])
 
 
@@ -232,7 +237,7 @@ def iter_rows(path: str | os.PathLike) -> Iterable[Result]:
     for r in read_rows(p, infer_format(str(p), None)):
         if isinstance(r.get("random_weights"), str):
             r["random_weights"] = r["random_weights"] == "True"
-        for k, conv in (("p_ai", float), ("width", int), ("height", int)):
+        for k, conv in (("p_ai", float), ("p_patch", float), ("p_semgir", float), ("width", int), ("height", int)):
             if isinstance(r.get(k), str):
                 r[k] = conv(r[k])
         yield Result.from_dict(r)
