@@ -181,11 +181,11 @@ def _cuts(p_sorted: np.ndarray, max_cuts: int) -> np.ndarray:
 
 
 def _cut_value(p_sorted: np.ndarray, k: int, side: str) -> float:
-    n = p_sorted.size
+    """The band's edge at cut k of a non-empty band: 0 / 1 at the ends, else between two distinct scores."""
     if k <= 0:
-        return 0.0 if side == "lo" else float(p_sorted[0]) / 2.0
-    if k >= n:
-        return 1.0 if side == "hi" else (float(p_sorted[-1]) + 1.0) / 2.0
+        return 0.0
+    if k >= p_sorted.size:
+        return 1.0
     return (float(p_sorted[k - 1]) + float(p_sorted[k])) / 2.0
 
 
@@ -240,10 +240,12 @@ def fit_band(p, threshold: float, *, labels=None, reference_p=None, reference_th
     if not np.isfinite(key).any():  # cannot happen (the full band loses nothing) but say so if it does
         raise CascadeBandError("no band meets the constraint")
     a, b = np.unravel_index(int(np.argmin(key)), key.shape)
-    lo, hi = _cut_value(ps, int(k[a]), "lo"), _cut_value(ps, int(k[b]), "hi")
-    if lo > hi:  # an empty band: nothing in the calibration set is regenerated
-        lo = hi
-    return lo, hi, curve
+    if k[a] == k[b]:  # the empty band: a point between calibration scores (none of them lies on it)
+        u = np.unique(np.r_[0.0, ps, 1.0])
+        g = int(np.argmax(np.diff(u))) if u.size > 1 else 0
+        mid = float((u[g] + u[min(g + 1, u.size - 1)]) / 2.0)
+        return mid, mid, curve
+    return _cut_value(ps, int(k[a]), "lo"), _cut_value(ps, int(k[b]), "hi"), curve
 
 
 def fit_cascade_band(p, threshold: float, *, labels=None, reference_p=None, reference_threshold: float = 0.5,

@@ -23,6 +23,7 @@ manifest (the shipped detector has one), else a typed error saying how to fit on
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from dataclasses import dataclass, replace
@@ -191,6 +192,15 @@ class CascadeScorer:
                 yield from self._run_second(batch)
             if not chunk:
                 return
+
+    def rerouted(self, band: CascadeBand | None, max_regen_fraction: float | None = None) -> "CascadeScorer":
+        """The same loaded stages with another band and budget (benchmarks compare routings on one load)."""
+        other = copy.copy(self)
+        other.band = band
+        other.config = replace(self.config, max_regen_fraction=max_regen_fraction)
+        other.counts = {s: 0 for s in STAGES}
+        other._seen = other._queued = 0
+        return other
 
     # -- the Scorer-facing API -----------------------------------------------------------------
     def _iter_indexed(self, items: Iterable[ImageInput], names: Iterable[str] | None,

@@ -332,6 +332,8 @@ class Scorer:
 
     def score(self, items: Sequence[ImageInput] | Iterable[ImageInput], names: Iterable[str] | None = None,
               batch_size: int | None = None) -> list[Result]:
+        if self.method == "cascade":  # input order (iter_scores yields the cascade's rows as they are decided)
+            return self._impl.score(items, names, batch_size)
         return list(self.iter_scores(items, names, batch_size))
 
     def close(self) -> None:
