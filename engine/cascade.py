@@ -119,7 +119,7 @@ class CascadeScorer:
         """Stage 1 runs on the exported backend only when the export holds patch_cnn; else on torch."""
         if not config.export_dir or config.backend == "torch":
             return "torch"
-        from .runtime.ort_semgir import load_manifest
+        from .runtime.manifest import load_manifest
 
         return config.backend if "patch_cnn" in load_manifest(config.export_dir).get("components", {}) else "torch"
 

@@ -71,8 +71,6 @@ class ComponentSpec:
     profile: Mapping[str, tuple[int, int, int]] = field(default_factory=dict)
     preprocess: ImagePreprocess | None = None
     tolerance: Tolerance = Tolerance()
-    #: dotted path "module:function" of the torch builder; imported lazily (keeps this module torch-free)
-    builder: str = ""
 
     def input_names(self) -> list[str]:
         return [t.name for t in self.inputs]
