@@ -18,6 +18,7 @@ def main() -> None:
     ap.add_argument("png")
     ap.add_argument("--width", type=int, default=1400)
     ap.add_argument("--height", type=int, default=1800)
+    ap.add_argument("--scroll-to", default=None, help="CSS selector to bring to the top before the shot")
     args = ap.parse_args()
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
@@ -30,6 +31,9 @@ def main() -> None:
         page.goto(Path(args.report).resolve().as_uri())
         page.wait_for_selector("body[data-ready='1']")
         page.wait_for_function("Array.from(document.images).every(i => i.complete)")
+        if args.scroll_to:
+            page.evaluate("s => window.scrollTo(0, document.querySelector(s).getBoundingClientRect().top"
+                          " + window.scrollY - 80)", args.scroll_to)
         page.screenshot(path=args.png, full_page=False)
         browser.close()
     if errors:

@@ -58,7 +58,8 @@ def _figures(rows: list[dict], labelled: bool) -> tuple[dict[str, str], list[dic
     return figs, table
 
 
-def build_report(results: str | os.PathLike, out: str | os.PathLike, *, labels: str | os.PathLike | None = None,
+def build_report(results: str | os.PathLike, out: str | os.PathLike, *,
+                 labels: str | os.PathLike | list | tuple | None = None,
                  title: str | None = None, thumb_px: int = 160, embed_limit: int = 2000,
                  page_size: int = 100) -> ReportSummary:
     """Write the HTML report of a results file (jsonl, csv or parquet) to ``out``."""
@@ -85,7 +86,8 @@ def build_report(results: str | os.PathLike, out: str | os.PathLike, *, labels: 
     env.filters["pct"] = lambda v: "n/a" if v is None or v != v else f"{100 * v:.1f}%"
     env.filters["num"] = lambda v: "n/a" if v is None or v != v else f"{v:.3f}"
     html = env.get_template("report.html.j2").render(
-        title=title or f"semgir-engine report: {res_path.name}", results=str(res_path), labels=str(labels or ""),
+        title=title or f"semgir-engine report: {res_path.name}", results=str(res_path),
+        labels=lab.manifest if lab is not None else "",
         created=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), counts=counts, figures=figs,
         per_source=per_source, meta=meta, meta_json=json.dumps(meta, indent=2, default=str),
         rows_json=json.dumps(rows, allow_nan=False, separators=(",", ":")).replace("<", "\\u003c"),

@@ -7,8 +7,8 @@ import click
 
 @click.command("report")
 @click.argument("results", type=click.Path(exists=True, dir_okay=False))
-@click.option("--labels", type=click.Path(exists=True, dir_okay=False), default=None, metavar="MANIFEST.csv",
-              help="Ground truth (CSV: path,label,source): adds the ROC curve, confusion matrix and per-source figures.")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False), multiple=True, metavar="MANIFEST.csv",
+              help="Ground truth (CSV: path,label,source; repeat for several): adds the ROC curve, confusion matrix and per-source figures.")
 @click.option("--out", "-o", type=click.Path(dir_okay=False), required=True, help="The HTML file to write.")
 @click.option("--title", default=None)
 @click.option("--thumb-px", type=click.IntRange(16, 1024), default=160, show_default=True,
@@ -21,7 +21,7 @@ def report_cmd(results, labels, out, title, thumb_px, embed_limit, page_size):
     """Write an HTML report of a scoring run: images side by side with their regenerations, scores, plots."""
     from . import build_report
 
-    s = build_report(results, out, labels=labels, title=title, thumb_px=thumb_px, embed_limit=embed_limit,
+    s = build_report(results, out, labels=list(labels) or None, title=title, thumb_px=thumb_px, embed_limit=embed_limit,
                      page_size=int(page_size))
     click.echo(f"{s.path}: {s.rows} rows, {s.embedded_images} embedded images, plots: {', '.join(s.plots)}; "
                f"{s.bytes / 1e6:.1f} MB", err=True)

@@ -33,17 +33,21 @@ class Labels:
         return hit
 
 
-def read_labels(manifest: str | os.PathLike) -> Labels:
+def read_labels(manifests: str | os.PathLike | list) -> Labels:
+    """Labels of one manifest or several (later ones win on a path they share)."""
     from ..datasets import read_manifest
 
-    man = read_manifest(manifest)
-    by_path, by_sha = {}, {}
-    for row in man.rows:
-        by_path[os.path.realpath(row.path)] = (row.label, row.source)
-        sha = row.extra.get("sha256")
-        if sha:
-            by_sha[sha] = (row.label, row.source)
-    return Labels(by_path, by_sha, str(man.path))
+    paths = manifests if isinstance(manifests, (list, tuple)) else [manifests]
+    by_path, by_sha, names = {}, {}, []
+    for m in paths:
+        man = read_manifest(m)
+        names.append(str(man.path))
+        for row in man.rows:
+            by_path[os.path.realpath(row.path)] = (row.label, row.source)
+            sha = row.extra.get("sha256")
+            if sha:
+                by_sha[sha] = (row.label, row.source)
+    return Labels(by_path, by_sha, ", ".join(names))
 
 
 def thumbnail_uri(path: str | os.PathLike, size: int) -> str | None:
