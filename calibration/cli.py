@@ -75,7 +75,8 @@ def calibrate_group():
 @click.option("--holdout", type=click.FloatRange(0, 0.9), default=0.3, show_default=True,
               help="Share of images (stratified by source and label) kept out of the fit to report it honestly.")
 @click.option("--out", type=click.Path(path_type=str), default=None,
-              help="Band file (default: <model>.cascade.json beside the patch model's manifest).")
+              help="Band file, or a models folder (writes DIR/cascade.json, found by `score --models DIR`); "
+                   "default: <model>.cascade.json beside the patch model's manifest.")
 @click.option("--force", is_flag=True, help="Replace an existing band file.")
 @click.option("--no-progress", is_flag=True)
 def calibrate_cascade(manifests, sources, patch_model, semgir_results, criterion, tolerance, max_regen_fraction,
@@ -87,7 +88,11 @@ def calibrate_cascade(manifests, sources, patch_model, semgir_results, criterion
     from ..datasets import read_manifest, stratified_split
     from .cascade import fit_cascade_band
 
+    from .cascade import BAND_FILE
+
     target = Path(out) if out else band_path_for_patch_model(patch_model)
+    if target.is_dir():
+        target = target / BAND_FILE
     if target.exists() and not force:
         raise click.UsageError(f"{target} exists; pass --force to replace it")
     rows, data = [], {"manifests": []}

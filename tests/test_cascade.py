@@ -223,3 +223,47 @@ def test_service_scores_with_the_cascade():
     for g, w in zip(got, want):
         assert g["p_ai"] == pytest.approx(w.p_ai, abs=1e-6)
 
+
+
+def test_calibrate_cascade_cli(tmp_path):
+    """`calibrate cascade` on a labelled folder: against the labels, then against SemGIR's own scores."""
+    import csv
+
+    from semgir_engine.cli import main
+    from semgir_engine.patch.detector import DEFAULT_MANIFEST
+
+    (tmp_path / "imgs").mkdir()
+    rows = []
+    for i in range(8):
+        make_image(i, size=(64, 60 + 2 * i)).save(tmp_path / "imgs" / f"{i}.png")
+        rows.append({"path": f"imgs/{i}.png", "label": "ai" if i % 2 else "real", "source": "s"})
+    with open(tmp_path / "m.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["path", "label", "source"])
+        w.writeheader()
+        w.writerows(rows)
+    version = json.loads(DEFAULT_MANIFEST.read_text())["version"]
+    models = tmp_path / "models"
+    models.mkdir()
+    res = CliRunner().invoke(main, ["calibrate", "cascade", "--manifest", str(tmp_path / "m.csv"), "--holdout", "0",
+                                    "--out", str(models), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    band = load_band(models / "cascade.json", version)
+    assert band.reference == "labels" and band.fit.n == 8 and band.fit.agreement >= 0.99
+    from semgir_engine.cascade import resolve_band
+    from semgir_engine.scorer import ScorerConfig
+
+    found = resolve_band(ScorerConfig(method="cascade", models=str(models)), version)  # `score --models DIR` uses it
+    assert (found.lo, found.hi) == (band.lo, band.hi)
+    res = CliRunner().invoke(main, ["calibrate", "cascade", "--manifest", str(tmp_path / "m.csv"), "--out",
+                                    str(models), "--no-progress"])
+    assert res.exit_code == 2 and "--force" in res.output  # never replaced silently
+    semgir = tmp_path / "semgir.jsonl"
+    res = CliRunner().invoke(main, ["score", str(tmp_path / "imgs"), "--method", "semgir", "--models", "tiny",
+                                    "--out", str(semgir), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, ["calibrate", "cascade", "--manifest", str(tmp_path / "m.csv"), "--holdout", "0",
+                                    "--semgir-results", str(semgir), "--tolerance", "0", "--out",
+                                    str(tmp_path / "b.json"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    band = load_band(tmp_path / "b.json", version)
+    assert band.reference.startswith("semgir:") and band.fit.agreement == 1.0
