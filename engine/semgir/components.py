@@ -316,7 +316,9 @@ def pipeline_settings(names, bundles: Bundles, out_dir) -> dict:
             "pad_token_id": int(cfg.pad_token_id),
             "special_ids": sorted(int(i) for i in tok.all_special_ids),
             "do_lower_case": bool(getattr(tok, "do_lower_case", True)),
-            "preprocess": registry.get("blip_vision", size).to_dict()["preprocess"],
+            # resize, crop, mean and std from the spec; the side from the weights (a real folder may hold another size)
+            "preprocess": dict(registry.get("blip_vision", size).to_dict()["preprocess"],
+                               size=int(cap.model.config.vision_config.image_size)),
             "generation": _generation_config(cap.model.generation_config),
         }
     if names & {"sd_text_encoder", "unet", "vae_decoder", "clip_text"}:
@@ -339,7 +341,8 @@ def pipeline_settings(names, bundles: Bundles, out_dir) -> dict:
         }
     if names & {"clip_image", "clip_text"}:
         e = bundles.embedder()
-        pipe["embedder"] = {"dim": e.dim, "preprocess": registry.get("clip_image", size).to_dict()["preprocess"]}
+        pipe["embedder"] = {"dim": e.dim, "preprocess": dict(registry.get("clip_image", size).to_dict()["preprocess"],
+                                                             size=e.image_size)}
     if "patch_cnn" in names:
         # the runtime needs the model's own manifest (preprocessing, temperature, threshold), never its weights
         det = bundles.patch_detector()
