@@ -13,7 +13,7 @@ import sys
 import click
 
 from . import __version__
-from .cli_options import D, models_option, scorer_options
+from .cli_options import D, cascade_options, models_option, scorer_options
 from .errors import SemgirError, UnknownNameError
 from .runtime.scheduler import SCHEDULERS
 
@@ -60,7 +60,8 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]}, lazy={
     "serve": ".serve_cli:serve_cmd", "triton-repo": ".export.triton:triton_repo_cmd", "eval": ".patch.cli:eval_cmd",
     "eval-semgir": ".semgir.cli:eval_semgir", "cache": ".semgir.cli:cache_group", "bench": ".bench.cli:bench_cmd",
-    "export": ".export.cli:export_cmd"})
+    "export": ".export.cli:export_cmd", "calibrate": ".calibration.cli:calibrate_group",
+    "report": ".report.cli:report_cmd"})
 @click.version_option(__version__, prog_name="semgir-engine")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
@@ -105,10 +106,13 @@ def main(verbose: int, quiet: bool) -> None:
 @click.option("--target-fpr", type=click.FloatRange(0.0, 1.0), default=None,
               help="Patch detector: label at the threshold whose false-positive rate on the model's calibration "
                    "split is at most this (default: the model's own threshold).")
+@cascade_options
+@click.option("--save-regenerations", type=click.Path(file_okay=False, path_type=str), default=None, metavar="DIR",
+              help="Keep SemGIR's regenerated images (PNG) in DIR, for `report` (off by default).")
 def score(paths, out, fmt, method, models, backend, device, export_dir, precision, steps, seed, patch_model,
           batch_size, guidance_scale, scheduler, resolution, paper_reference, max_new_tokens, num_beams, resume,
           overwrite, num_shards, shard_id, no_progress, use_ray, ray_address, ray_actors, feature_cache, attribute,
-          target_fpr):
+          target_fpr, cascade_band, max_regen_fraction, save_regenerations):
     """Score images (files or folders, walked recursively); one row per input."""
     from .results import infer_format
     from .scorer import ScorerConfig
@@ -129,7 +133,8 @@ def score(paths, out, fmt, method, models, backend, device, export_dir, precisio
                        seed=seed, steps=steps, guidance_scale=guidance_scale, scheduler=scheduler,
                        resolution=resolution, max_new_tokens=max_new_tokens, num_beams=num_beams,
                        patch_model=patch_model, feature_cache=feature_cache, attribute=attribute, export_dir=export_dir,
-                       precision=precision, target_fpr=target_fpr)
+                       precision=precision, target_fpr=target_fpr, cascade_band=cascade_band,
+                       max_regen_fraction=max_regen_fraction, save_regenerations=save_regenerations)
     if use_ray:  # -- distributed scoring on Ray Data: semgir_engine.distributed --
         from .distributed import score_with_ray
 
@@ -143,9 +148,14 @@ def score(paths, out, fmt, method, models, backend, device, export_dir, precisio
     summary = score_paths(paths, cfg, out=out, fmt=infer_format(out, fmt), resume=resume, overwrite=overwrite,
                           num_shards=num_shards, shard_id=shard_id, progress=not no_progress)
     if summary.random_weights:
-        click.secho("WARNING: random weights: the scores above are meaningless (timing and parity only).",
+        which = "the rows decided by SemGIR (stage semgir)" if summary.method == "cascade" else "the scores above"
+        click.secho(f"WARNING: random weights: {which} are meaningless (timing and parity only).",
                     fg="red", bold=True, err=True)
     click.echo(summary.describe(), err=True)
+    if out:
+        from .runmeta import write_run_meta
+
+        write_run_meta(out, cfg, summary)
     sys.exit(EXIT_PARTIAL if summary.failed else EXIT_OK)
 
 

@@ -43,3 +43,23 @@ def scorer_options(f):
     for opt in reversed(options):
         f = opt(f)
     return f
+
+
+def _fraction(_ctx, _param, value):
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise click.BadParameter("a fraction in [0, 1]")
+    return value
+
+
+def cascade_options(f):
+    """--cascade-band --max-regen-fraction (method cascade: semgir_engine.cascade)."""
+    options = [
+        click.option("--cascade-band", default=None, metavar="LO,HI|BAND.json",
+                     help="Cascade: regenerate the images whose patch-detector p_ai is in [LO, HI] (default: the "
+                          "band fitted by `calibrate cascade`, found beside the models)."),
+        click.option("--max-regen-fraction", type=float, default=None, callback=_fraction, metavar="F",
+                     help="Cascade: regenerate at most this share of the images (the most uncertain first)."),
+    ]
+    for opt in reversed(options):
+        f = opt(f)
+    return f

@@ -42,6 +42,11 @@ class Result:
     timings_ms: dict[str, float] = field(default_factory=dict)
     attribution: dict[str, float] | None = None
     generator: str | None = None
+    # cascade (semgir_engine.cascade): which stage decided, and each stage's p_ai where it ran
+    stage: str | None = None
+    p_patch: float | None = None
+    p_semgir: float | None = None
+    regeneration: str | None = None  # the saved regenerated image (score --save-regenerations DIR)
 
     @property
     def ok(self) -> bool:
@@ -58,7 +63,9 @@ class Result:
 
 
 COLUMNS = [f.name for f in fields(Result)]
-_TEXT = ("sha256", "label", "method", "model_version", "caption", "error", "note", "generator")
+_TEXT = ("sha256", "label", "method", "model_version", "caption", "error", "note", "generator", "stage",
+         "regeneration")
+_PROBABILITIES = ("p_ai", "p_patch", "p_semgir")
 
 
 def _normalise(raw: object, where: str) -> dict:
@@ -79,17 +86,18 @@ def _normalise(raw: object, where: str) -> dict:
         if v is not None and not isinstance(v, str):
             raise bad(k, v)
         d[k] = v
-    v = raw.get("p_ai")
-    if v is not None:
-        if isinstance(v, bool) or not isinstance(v, (int, float, str)):
-            raise bad("p_ai", v)
-        try:
-            v = float(v)
-        except ValueError:
-            raise bad("p_ai", v) from None
-        if not math.isfinite(v):
-            raise bad("p_ai", v)
-    d["p_ai"] = v
+    for k in _PROBABILITIES:
+        v = raw.get(k)
+        if v is not None:
+            if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+                raise bad(k, v)
+            try:
+                v = float(v)
+            except ValueError:
+                raise bad(k, v) from None
+            if not math.isfinite(v):
+                raise bad(k, v)
+        d[k] = v
     v = raw.get("random_weights", False)
     if isinstance(v, str) and v in ("True", "False", "true", "false"):
         v = v.lower() == "true"
@@ -293,7 +301,7 @@ class RowWriter:
 def parquet_schema():
     import pyarrow as pa
 
-    types = {"p_ai": pa.float64(), "random_weights": pa.bool_(), "width": pa.int64(), "height": pa.int64()}
+    types = {"p_ai": pa.float64(), "p_patch": pa.float64(), "p_semgir": pa.float64(), "random_weights": pa.bool_(), "width": pa.int64(), "height": pa.int64()}
     return pa.schema([(c, types.get(c, pa.string())) for c in COLUMNS])
 
 

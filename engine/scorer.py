@@ -25,7 +25,7 @@ from .spec import Precision
 
 log = logging.getLogger(__name__)
 
-METHODS = ("auto", "semgir", "patch")
+METHODS = ("auto", "semgir", "patch", "cascade")
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 PRECISIONS = tuple(p.value for p in Precision)
 #: consecutive items failing with the same error before the run is stopped as a systematic fault
@@ -54,6 +54,11 @@ class ScorerConfig:
     feature_cache: str | None = None  # SemGIR feature cache (opt-in): a folder, "auto" (see featcache) or None
     attribute: str | None = None  # SemGIR-A: trained heads (generators.json of `train attribution`)
     target_fpr: float | None = None  # patch detector: threshold at this FPR on its calibration split
+    # cascade (semgir_engine.cascade): band "LO,HI" or a band file; regeneration budget; stage-1 batch
+    cascade_band: str | None = None
+    max_regen_fraction: float | None = None
+    first_stage_batch_size: int = 256
+    save_regenerations: str | None = None  # a folder: keep SemGIR's regenerated images (PNG) there
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -115,7 +120,11 @@ class Scorer:
         self.timer = StageTimer()
         self._lock = threading.Lock()
         self._closed = False
-        if self.method == "semgir":
+        if self.method == "cascade":
+            from .cascade import CascadeScorer
+
+            self._impl = CascadeScorer(self.config, self.timer)
+        elif self.method == "semgir":
             self._impl = self._load_semgir()
         else:
             self._impl = self._load_patch()
@@ -124,7 +133,7 @@ class Scorer:
         self.random_weights: bool = bool(getattr(self._impl, "random_weights", False))
         self.version: str = self._impl.version
         self.threshold: float = float(self._impl.threshold)
-        if self.random_weights:
+        if self.random_weights and self.method != "cascade":  # the cascade's SemGIR stage has warned
             log.warning("RANDOM WEIGHTS: %s scores are meaningless (timing and parity only); labels are withheld",
                         self.method)
 
@@ -262,6 +271,7 @@ class Scorer:
     def _score_decoded(self, names: list[str], decoded: list[DecodedImage]) -> list[Result]:
         arrays = [d.pixels for d in decoded]
         shas = [d.sha256 for d in decoded]
+        regen_paths: list[str | None] = [None] * len(arrays)
         with self._lock:
             attributions = None
             if self.method == "semgir":
@@ -270,6 +280,11 @@ class Scorer:
                 else:
                     out = run_semgir(self._impl, arrays, shas, self.config.seed, self.timer)
                 p_ai, captions, timings = out.p_ai, out.captions, out.timings_ms
+                if self.config.save_regenerations:
+                    from .regenstore import save_regenerations
+
+                    regen_paths = save_regenerations(self.config.save_regenerations, shas, out.regenerated,
+                                                     self.config.seed)
             else:
                 before = self.timer.totals.get("patch", 0.0)
                 p_ai = self.timer.run("patch", self._impl.predict, arrays)
@@ -283,7 +298,7 @@ class Scorer:
             results.append(Result(path=name, sha256=d.sha256, p_ai=p, label=self._label(p), method=self.method,
                                   model_version=self.version, random_weights=self.random_weights, caption=cap,
                                   note=d.note, width=d.size[0], height=d.size[1], timings_ms=dict(timings),
-                                  attribution=attr, generator=gen))
+                                  attribution=attr, generator=gen, regeneration=regen_paths[k]))
         return results
 
     def _systematic(self, exc: BaseException) -> SystematicError:
@@ -330,6 +345,8 @@ class Scorer:
             raise SemgirError("scorer is closed")
         if not decoded:
             return []
+        if self.method == "cascade":
+            return self._impl.score_decoded(list(decoded), list(names))
         return self._score_safely(list(names), list(decoded))
 
     def iter_scores(self, items: Iterable[ImageInput], names: Iterable[str] | None = None,
@@ -340,6 +357,9 @@ class Scorer:
         """
         if self._closed:
             raise SemgirError("scorer is closed")
+        if self.method == "cascade":  # rows in completion order: stage-1 decisions come first
+            yield from self._impl.iter_scores(items, names, batch_size)
+            return
         bs = batch_size or self.config.batch_size
         name_iter = iter(names) if names is not None else None
         it = iter(items)
@@ -369,10 +389,14 @@ class Scorer:
 
     def score(self, items: Sequence[ImageInput] | Iterable[ImageInput], names: Iterable[str] | None = None,
               batch_size: int | None = None) -> list[Result]:
+        if self.method == "cascade":  # input order (iter_scores yields the cascade's rows as they are decided)
+            return self._impl.score(items, names, batch_size)
         return list(self.iter_scores(items, names, batch_size))
 
     def close(self) -> None:
         self._closed = True
+        if self.method == "cascade" and self._impl is not None:
+            self._impl.close()
         self._impl = None
         if self._features is not None and self._features.cache is not None:
             self._features.cache.close()

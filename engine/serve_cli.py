@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .cli_options import scorer_options
+from .cli_options import cascade_options, scorer_options
 from .images import DEFAULT_MAX_PIXELS
 
 
@@ -35,18 +35,20 @@ from .images import DEFAULT_MAX_PIXELS
 @click.option("--drain-timeout", "drain_timeout_s", type=click.FloatRange(0), default=30.0, show_default=True,
               help="On SIGTERM, seconds the requests in flight get to finish.")
 @scorer_options
+@cascade_options
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True, help="uvicorn's log level.")
 def serve_cmd(host, port, max_batch_size, max_wait_ms, max_body_bytes, max_pixels, max_images_per_request,
               request_timeout_s, max_queue, max_concurrent_requests, token_file, insecure, drain_timeout_s, method,
-              models, backend, device, export_dir, precision, steps, seed, patch_model, log_level):
+              models, backend, device, export_dir, precision, steps, seed, patch_model, cascade_band,
+              max_regen_fraction, log_level):
     """Serve POST /v1/score over HTTP with dynamic batching (plus /healthz, /readyz, /metrics, /docs)."""
     from .scorer import ScorerConfig
     from .serve import run
 
     cfg = ScorerConfig(method=method, models=models, backend=backend, device=device, export_dir=export_dir,
                        precision=precision, batch_size=max_batch_size, seed=seed, steps=steps, patch_model=patch_model,
-                       max_pixels=max_pixels)
+                       max_pixels=max_pixels, cascade_band=cascade_band, max_regen_fraction=max_regen_fraction)
     run(cfg, host=host, port=port, log_level=log_level, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
         max_body_bytes=max_body_bytes, max_pixels=max_pixels, request_timeout_s=request_timeout_s,
         max_images_per_request=max_images_per_request, max_queue=max_queue,

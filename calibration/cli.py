@@ -1,0 +1,135 @@
+"""`semgir-engine calibrate cascade`: fit the cascade's band on labelled images and keep it beside the models."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import click
+
+log = logging.getLogger(__name__)
+
+
+def score_manifest_rows(rows, patch_model: str | None, batch_size: int = 64, progress: bool = True):
+    """Calibrated patch-detector ``p_ai`` (and sha256) of manifest rows, through the scoring path.
+
+    Returns ``(kept_rows, p, sha256s)``; undecodable images are left out with a warning.
+    """
+    import numpy as np
+    from tqdm import tqdm
+
+    from ..scorer import Scorer, ScorerConfig
+
+    kept, ps, shas = [], [], []
+    with Scorer(ScorerConfig(method="patch", patch_model=patch_model, batch_size=batch_size)) as scorer:
+        results = scorer.iter_scores([str(r.path) for r in rows])
+        for row, res in tqdm(zip(rows, results), total=len(rows), disable=not progress, unit="img", desc="stage 1"):
+            if not res.ok:
+                log.warning("skipping %s: %s", row.path, res.error)
+                continue
+            kept.append(row)
+            ps.append(res.p_ai)
+            shas.append(res.sha256)
+        version, threshold = scorer.version, scorer.threshold
+    return kept, np.array(ps, np.float64), shas, version, threshold
+
+
+def read_reference(path: str) -> tuple[dict[str, float], float, str]:
+    """SemGIR scores by sha256 from a `score --method semgir|cascade` results file, its threshold and version."""
+    from ..results import iter_rows
+
+    scores: dict[str, float] = {}
+    versions = set()
+    for r in iter_rows(path):
+        p = r.p_semgir if r.p_semgir is not None else (r.p_ai if r.method == "semgir" else None)
+        if r.ok and r.sha256 and p is not None:
+            scores[r.sha256] = float(p)
+            versions.add(r.model_version.split("+")[-1] if r.model_version else "?")
+    if not scores:
+        raise click.UsageError(f"{path} has no SemGIR scores (run `score --method semgir` on the calibration images)")
+    return scores, 0.5, ",".join(sorted(versions))
+
+
+@click.group("calibrate")
+def calibrate_group():
+    """Fit calibration data kept beside the models."""
+
+
+@calibrate_group.command("cascade")
+@click.option("--manifest", "manifests", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Labelled images (CSV: path,label,source); repeat for several.")
+@click.option("--source", "sources", multiple=True, help="Only these sources (all when omitted).")
+@click.option("--patch-model", type=click.Path(exists=True), default=None,
+              help="The first-stage patch detector (default: the shipped one).")
+@click.option("--semgir-results", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="SemGIR scores of the same images (a results file): agreement is then measured against "
+                   "always-regenerate itself. Without it the labels stand for a perfect SemGIR.")
+@click.option("--criterion", type=click.Choice(["agreement", "balanced_accuracy"]), default="agreement",
+              show_default=True)
+@click.option("--tolerance", type=click.FloatRange(0, 1), default=0.01, show_default=True,
+              help="agreement: largest share of decisions that may differ from always-regenerate; "
+                   "balanced_accuracy: largest loss of balanced accuracy.")
+@click.option("--max-regen-fraction", type=click.FloatRange(0, 1), default=None,
+              help="Instead of a tolerance: regenerate at most this share, losing as little as possible.")
+@click.option("--holdout", type=click.FloatRange(0, 0.9), default=0.3, show_default=True,
+              help="Share of images (stratified by source and label) kept out of the fit to report it honestly.")
+@click.option("--out", type=click.Path(path_type=str), default=None,
+              help="Band file, or a models folder (writes DIR/cascade.json, found by `score --models DIR`); "
+                   "default: <model>.cascade.json beside the patch model's manifest.")
+@click.option("--force", is_flag=True, help="Replace an existing band file.")
+@click.option("--no-progress", is_flag=True)
+def calibrate_cascade(manifests, sources, patch_model, semgir_results, criterion, tolerance, max_regen_fraction,
+                      holdout, out, force, no_progress):
+    """Fit the cascade's uncertainty band so its decisions stay within a tolerance of always-regenerate."""
+    import numpy as np
+
+    from ..cascade import band_path_for_patch_model
+    from ..datasets import read_manifest, stratified_split
+    from .cascade import fit_cascade_band
+
+    from .cascade import BAND_FILE
+
+    target = Path(out) if out else band_path_for_patch_model(patch_model)
+    if target.is_dir():
+        target = target / BAND_FILE
+    if target.exists() and not force:
+        raise click.UsageError(f"{target} exists; pass --force to replace it")
+    rows, data = [], {"manifests": []}
+    for m in manifests:
+        man = read_manifest(m)
+        sel = [r for r in man.rows if not sources or r.source in sources]
+        rows += sel
+        data["manifests"].append({"path": str(man.path), "sha256": man.sha256, "rows": len(sel)})
+    if not rows:
+        raise click.UsageError("no images selected")
+    kept, p, shas, version, threshold = score_manifest_rows(rows, patch_model, progress=not no_progress)
+    labels = np.array([r.label for r in kept], np.int64)
+    reference, ref_p, ref_thr = "labels", None, 0.5
+    if semgir_results:
+        scores, ref_thr, ref_version = read_reference(semgir_results)
+        have = np.array([s in scores for s in shas])
+        if not have.all():
+            log.warning("%d of %d calibration images have no SemGIR score in %s; they are left out",
+                        int((~have).sum()), len(shas), semgir_results)
+        kept = [r for r, h in zip(kept, have) if h]
+        p, labels = p[have], labels[have]
+        ref_p = np.array([scores[s] for s, h in zip(shas, have) if h])
+        reference = f"semgir:{ref_version}"
+    mask = np.zeros(len(kept), bool)
+    if holdout > 0:
+        _, val = stratified_split(kept, holdout, seed=0)
+        held = {str(r.path) for r in val}
+        mask = np.array([str(r.path) in held for r in kept])
+    data.update(images=len(kept), sources=sorted({r.source for r in kept}), holdout_fraction=holdout)
+    band = fit_cascade_band(p, threshold, labels=labels, reference_p=ref_p, reference_threshold=ref_thr,
+                            reference=reference, criterion=criterion, tolerance=tolerance,
+                            max_regen_fraction=max_regen_fraction, holdout_mask=mask if mask.any() else None,
+                            first_stage_version=version, data=data)
+    path = band.save(target)
+    click.echo(f"cascade band {band.describe()} -> {path}", err=True)
+    if band.holdout is not None:
+        h = band.holdout
+        click.echo(f"held out ({h.n} images): regenerates {100 * h.regen_fraction:.1f}%, agreement "
+                   f"{100 * h.agreement:.2f}% with {reference}", err=True)
+    click.echo(json.dumps({"lo": band.lo, "hi": band.hi}))
