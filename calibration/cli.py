@@ -60,8 +60,9 @@ def calibrate_group():
 @click.option("--manifest", "manifests", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False),
               help="Labelled images (CSV: path,label,source); repeat for several.")
 @click.option("--source", "sources", multiple=True, help="Only these sources (all when omitted).")
-@click.option("--patch-model", type=click.Path(exists=True), default=None,
-              help="The first-stage patch detector (default: the shipped one).")
+@click.option("--patch-model", default=None,
+              help="The first-stage patch detector: a shipped model's name, a manifest or a folder (default: the "
+                   "shipped default). Images it was trained on are left out of the fit.")
 @click.option("--semgir-results", type=click.Path(exists=True, dir_okay=False), default=None,
               help="SemGIR scores of the same images (a results file): agreement is then measured against "
                    "always-regenerate itself. Without it the labels stand for a perfect SemGIR.")
@@ -95,12 +96,20 @@ def calibrate_cascade(manifests, sources, patch_model, semgir_results, criterion
         target = target / BAND_FILE
     if target.exists() and not force:
         raise click.UsageError(f"{target} exists; pass --force to replace it")
+    from ..patch.detector import read_model_manifest, resolve_manifest
+    from ..patch.evaluate import plan_rows
+
+    meta = read_model_manifest(resolve_manifest(patch_model))
     rows, data = [], {"manifests": []}
     for m in manifests:
         man = read_manifest(m)
-        sel = [r for r in man.rows if not sources or r.source in sources]
+        plan, _train, _verified, excluded = plan_rows(man, meta)  # never fit on the detector's training images
+        sel = [r for src, (rs, _why) in plan.items() for r in rs if not sources or src in sources]
         rows += sel
-        data["manifests"].append({"path": str(man.path), "sha256": man.sha256, "rows": len(sel)})
+        data["manifests"].append({"path": str(man.path), "sha256": man.sha256, "rows": len(sel),
+                                  "left_out_as_training_images": excluded})
+        if excluded:
+            log.info("%s: %d images the patch detector trained on are left out", m, excluded)
     if not rows:
         raise click.UsageError("no images selected")
     kept, p, shas, version, threshold = score_manifest_rows(rows, patch_model, progress=not no_progress)
