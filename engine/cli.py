@@ -166,6 +166,10 @@ def _mount_optional() -> None:
     from .export.cli import export_cmd
 
     main.add_command(export_cmd, "export")
+    from .calibration.cli import calibration_group, quantize_cmd
+
+    main.add_command(calibration_group, "calibration")
+    main.add_command(quantize_cmd, "quantize")
 
 
 _mount_optional()

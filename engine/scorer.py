@@ -18,15 +18,17 @@ from dataclasses import dataclass, replace
 from typing import Iterable, Iterator, Sequence
 
 from .errors import InputError, SemgirError, UnknownNameError
+from .precision import resolve_precision
 from .images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, DecodedImage, ImageInput, load_image
 from .results import Result
 from .semgir.pipeline import StageTimer, run_semgir
+from .spec import Precision
 
 log = logging.getLogger(__name__)
 
 METHODS = ("auto", "semgir", "patch")
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
-PRECISIONS = ("fp32", "fp16")
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt", "openvino")
+PRECISIONS = tuple(p.value for p in Precision)
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class ScorerConfig:
     num_beams: int = 1
     patch_model: str | None = None  # a patch-detector checkpoint; None = the shipped default
     export_dir: str | None = None  # ONNX export (`semgir-engine export`): enables onnxruntime / tensorrt
-    precision: str | None = None  # exported graphs/engines: fp32 | fp16 | None (onnxruntime fp32, tensorrt fp16)
+    precision: str | None = None  # fp32 | fp16 | bf16 | int8 | None (engine.precision: backend default)
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = DEFAULT_MAX_BYTES
     feature_cache: str | None = None  # SemGIR feature cache: a folder, "auto" (see featcache) or None (off)
@@ -134,6 +136,8 @@ class Scorer:
 
             if trt.trt_available():
                 return "tensorrt"
+            if self.config.precision in ("bf16", "int8") and available("openvino"):
+                return "openvino"  # on a CPU, bf16 and INT8 run fastest on OpenVINO (bench/results/precision)
             if available("onnxruntime"):
                 return "onnxruntime"
             return "torch"
@@ -142,13 +146,23 @@ class Scorer:
     def _load_semgir(self):
         c = self.config
         backend = self._backend()
-        if backend in ("onnxruntime", "tensorrt"):
+        precision = resolve_precision(backend, c.precision)
+        if backend in ("onnxruntime", "tensorrt", "openvino"):
             if not c.export_dir:
                 raise SemgirError(f"backend {backend!r} needs an export directory (--export-dir), made with "
                                   "`semgir-engine export`")
             kw = dict(steps=c.steps, guidance_scale=c.guidance_scale, scheduler=c.scheduler, resolution=c.resolution,
                       max_new_tokens=c.max_new_tokens, num_beams=c.num_beams)
             log.info("loading SemGIR (%s) from %s", backend, c.export_dir)
+            if backend == "openvino":
+                from .runtime.openvino import ov_semgir
+
+                return ov_semgir(c.export_dir, precision, **kw)
+            if backend == "tensorrt" and precision is Precision.INT8:
+                from .runtime.ort_semgir import OrtSemgir
+                from .runtime.trt_int8 import int8_engine_factory
+
+                return OrtSemgir(c.export_dir, precision="fp32", runner_factory=int8_engine_factory(c.export_dir), **kw)
             if backend == "tensorrt":
                 from .runtime.trt import TrtSemgir
 
@@ -193,6 +207,7 @@ class Scorer:
         if c.attribute:
             raise SemgirError("attribution (--attribute) needs the SemGIR method (--method semgir)")
         backend = self._backend()
+        precision = resolve_precision(backend, c.precision)
         if backend == "torch":
             return PatchDetector.load(c.patch_model)
         if not c.export_dir:
@@ -202,6 +217,16 @@ class Scorer:
             raise SemgirError("--patch-model applies to the torch backend; export that model with "
                               "`semgir-engine export --components patch_cnn --patch-model PATH` instead")
         log.info("loading the patch-shuffle detector (%s) from %s", backend, c.export_dir)
+        if backend == "openvino":
+            from .runtime.openvino import ov_patch_detector
+
+            return ov_patch_detector(c.export_dir, precision)
+        if backend == "tensorrt" and precision is Precision.INT8:
+            from .runtime.ort_patch import OrtPatchDetector
+            from .runtime.trt_int8 import int8_engine_factory
+
+            return OrtPatchDetector(c.export_dir, precision="int8", runner_factory=int8_engine_factory(c.export_dir),
+                                    backend="tensorrt")
         if backend == "tensorrt":
             from .runtime.trt import trt_patch_detector
 

@@ -12,4 +12,4 @@ fi
 if ! .venv/bin/python -c "import torch, torchvision, sys; sys.exit(0 if torch.__version__.startswith('2.14.1') else 1)" 2>/dev/null; then
   .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
 fi
-.venv/bin/python -m pip install -q -e ".[torch,onnx,export,parquet,eval,test,serve,ray,triton]"
+.venv/bin/python -m pip install -q -e ".[torch,onnx,export,parquet,eval,test,serve,ray,triton,openvino]"
