@@ -34,6 +34,10 @@ PIPELINE_STAGE = {
     "clip_image": "embed", "semgir_head": "classify",
 }
 PATCH_COMPONENTS = ("patch_cnn",)
+#: recorded on every pipeline run, whichever were asked for, so that quantizing or benchmarking a
+#: subset later reuses the same (slow to produce) recording; the BLIP decoders' key/value caches are
+#: large and only recorded when asked for
+ALWAYS_RECORDED = ("blip_vision", "sd_text_encoder", "unet", "vae_decoder", "clip_image", "semgir_head")
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,7 @@ class RecordingRunner:
         return self.inner(**arrays)
 
 
-def record_patch(export_dir: str | os.PathLike, images: Sequence[np.ndarray], batch_size: int = 32) -> dict[str, list]:
+def record_patch(export_dir: str | os.PathLike, images: Sequence[np.ndarray], batch_size: int = 16) -> dict[str, list]:
     """``{"patch_cnn": [feeds...]}`` from the exported patch detector scoring ``images``."""
     from ..runtime.ort import OrtRunner
     from ..runtime.ort_patch import OrtPatchDetector
@@ -144,7 +148,8 @@ def calibration_tensors(export_dir: str | os.PathLike, calib: CalibrationSet, na
 
         raise SemgirError(f"no calibration recipe for {', '.join(unknown)} (the scoring pipeline does not run it); "
                           f"calibrated components: {', '.join(sorted(PIPELINE_STAGE) + list(PATCH_COMPONENTS))}")
-    semgir = [n for n in names if n in PIPELINE_STAGE]
+    semgir = sorted(set(ALWAYS_RECORDED) | {n for n in names if n in PIPELINE_STAGE}) \
+        if any(n in PIPELINE_STAGE for n in names) else []
     patch = [n for n in names if n in PATCH_COMPONENTS]
     out: dict[str, list] = {}
     cache = ArtifactCache(cache_dir)
@@ -166,5 +171,6 @@ def calibration_tensors(export_dir: str | os.PathLike, calib: CalibrationSet, na
 
         art = cache.get_or_build(parts, build)
         for n in group:
-            out[n] = load_npz(art.path(f"{n}.npz"))
+            if n in names:
+                out[n] = load_npz(art.path(f"{n}.npz"))
     return out

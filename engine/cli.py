@@ -163,6 +163,9 @@ def _mount_optional() -> None:
     main.add_command(eval_semgir, "eval-semgir")
     main.add_command(cache_group, "cache")
     main.add_command(bench_cmd, "bench")
+    from .bench.precision import bench_precision_cmd
+
+    main.add_command(bench_precision_cmd, "bench-precision")
     from .export.cli import export_cmd
 
     main.add_command(export_cmd, "export")
