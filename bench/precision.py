@@ -257,7 +257,9 @@ def bench_semgir_e2e(export_dir: str | Path, images: Sequence[np.ndarray], preci
 def markdown(data: dict) -> str:
     m = data["machine"]
     lines = [f"# Reduced precision on {m['cpu']} ({m['cores']} cores)", "",
-             f"Measured {data['date']} with `{data['command']}`.", "",
+             f"Measured {data['date']} with `{data['command']}`. Load average (1/5/15 min) at the start "
+             f"{'/'.join('%.1f' % v for v in data.get('load_average_start', []))}, at the end "
+             f"{'/'.join('%.1f' % v for v in data.get('load_average_now', []))} (the machine is shared).", "",
              f"Models: `{data['models']}`. Calibration set `{data['calibration_set']}`. Libraries: "
              + ", ".join(f"{k} {v}" for k, v in data["versions"].items()) + ".", "",
              "Speed-ups are items/s over torch fp32 eager at the same batch, in the same run. Agreement: cosine and "
@@ -363,7 +365,10 @@ def bench_precision_cmd(export_dir, components, configs, batch_sizes, models, ca
             "command": " ".join(["semgir-engine", *sys.argv[1:]]), "models": models, "calibration_set": cs.ref,
             "machine": machine_info(), "versions": _versions()}
 
+    data["load_average_start"] = os.getloadavg()
+
     def save():
+        data["load_average_now"] = os.getloadavg()  # the machine is shared: how busy it was
         data["quantization"] = load_manifest(export_dir).get("quantization", {})
         (out_p / "results.json").write_text(json.dumps(data, indent=2, default=str))
         (out_p / "README.md").write_text(markdown(data))

@@ -144,17 +144,22 @@ class _Reader:
     """onnxruntime.quantization.CalibrationDataReader over recorded feeds."""
 
     def __init__(self, feeds: Sequence[Mapping[str, np.ndarray]], input_names: Sequence[str]):
-        self.feeds, self.names, self.i = list(feeds), list(input_names), 0
+        self.feeds, self.names = list(feeds), list(input_names)
+        self.i, self.end = 0, len(self.feeds)
+
+    def __len__(self) -> int:
+        return len(self.feeds)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        """Used by ORT's strided calibration (``CalibStridedMinMax``)."""
+        self.i, self.end = start_index, min(end_index, len(self.feeds))
 
     def get_next(self):
-        if self.i >= len(self.feeds):
+        if self.i >= self.end:
             return None
         f = self.feeds[self.i]
         self.i += 1
         return {n: f[n] for n in self.names}
-
-    def rewind(self):
-        self.i = 0
 
 
 def quantize_ort(fp32_path: str | os.PathLike, out_path: str | os.PathLike, name: str,
@@ -184,7 +189,10 @@ def quantize_ort(fp32_path: str | os.PathLike, out_path: str | os.PathLike, name
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax, use_external_data_format=big,
                         op_types_to_quantize=list(STATIC_OPS),
-                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+                        # one batch's activations at a time (MinMax would keep every batch's in memory:
+                        # GBs for the VAE decoder)
+                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
+                                       "CalibStridedMinMax": 1})
         info = {"method": "static-qdq", "weights": "int8 per-channel symmetric", "activations": "uint8 MinMax",
                 "calibration_batches": len(feeds)}
     else:
@@ -362,7 +370,8 @@ def quantize_export(export_dir: str | os.PathLike, components: Iterable[str], ca
                 int8.update(file=entry["file"], sha256=entry["sha256"], files=entry.get("files"),
                             validation=None, note="no accepted ONNX Runtime INT8 graph: the fp32 graph")
             if ov_files:
-                int8["openvino"] = {"file": ov_files[0]["file"], "sha256": ov_files[0]["sha256"], "files": ov_files,
+                xml = next(f for f in ov_files if f["file"].endswith(".xml"))
+                int8["openvino"] = {"file": xml["file"], "sha256": xml["sha256"], "files": ov_files,
                                     "validation": ov_rec["parity"], "recipe": ov_rec["recipe"]}
             comp["int8"] = int8
         else:

@@ -345,13 +345,17 @@ def test_cli_quantize_and_score(qexport, tmp_path):
 
     from semgir_engine.cli import main
 
-    d, cs, cache, _, tmp = qexport
+    _, cs, cache, _, tmp = qexport
     f = cs.save(tmp_path / "cs.json")
-    r = CliRunner().invoke(main, ["quantize", "--export-dir", str(d), "--components", "patch_cnn",
-                                  "--calibration-set", str(f), "--data-dir", str(tmp / "data"),
-                                  "--backends", "openvino"], env={"SEMGIR_CACHE": str(tmp / "clicache")})
+    d = tmp_path / "px"
+    # export --precision int8 = the fp32 graph, then the quantize step on the calibration set
+    r = CliRunner().invoke(main, ["export", "--components", "patch_cnn", "--precision", "int8", "--out", str(d),
+                                  "--calibration-set", str(f), "--no-progress"],
+                           env={"SEMGIR_CACHE": str(tmp / "clicache"), "SEMGIR_DATA_DIR": str(tmp / "data")})
     assert r.exit_code == 0, r.output
     assert "patch_cnn" in r.output and "openvino" in r.output
+    m = json.loads((d / "manifest.json").read_text())
+    assert {"fp32", "int8", "bf16"} <= set(m["components"]["patch_cnn"])
     img = tmp_path / "a.png"
     from PIL import Image
 
