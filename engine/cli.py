@@ -163,16 +163,14 @@ def _mount_optional() -> None:
     main.add_command(eval_semgir, "eval-semgir")
     main.add_command(cache_group, "cache")
     main.add_command(bench_cmd, "bench")
-    from .bench.precision import bench_precision_cmd
-
-    main.add_command(bench_precision_cmd, "bench-precision")
     from .export.cli import export_cmd
 
     main.add_command(export_cmd, "export")
+    from .bench.precision import bench_precision_cmd
     from .calibration.cli import calibration_group, quantize_cmd
 
-    main.add_command(calibration_group, "calibration")
-    main.add_command(quantize_cmd, "quantize")
+    for cmd in (bench_precision_cmd, calibration_group, quantize_cmd):  # reduced precision (issue 15)
+        main.add_command(cmd)
 
 
 _mount_optional()

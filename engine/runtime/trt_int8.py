@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import SemgirError
 from ..spec import ComponentSpec
 from .cache import ArtifactCache, default_root
-from .trt import WORKSPACE_BYTES, _torch_cuda, _trt, compute_capability, profile_shapes
+from .trt import WORKSPACE_BYTES, _torch_cuda, _trt, build_engine, compute_capability
 
 log = logging.getLogger(__name__)
 
@@ -88,55 +88,20 @@ def build_int8_engine(onnx_path: str | os.PathLike, spec: ComponentSpec, out_pat
                       feeds: Sequence[Mapping[str, np.ndarray]] | None = None,
                       calibration_cache: str | os.PathLike | None = None,
                       timing_cache: str | os.PathLike | None = None, workspace_bytes: int = WORKSPACE_BYTES) -> dict:
-    """Build one INT8 engine (explicit when the graph has QDQ nodes, else calibrated on ``feeds``)."""
-    import time
-
-    trt = _trt()
-    onnx_path = Path(onnx_path)
+    """Build one INT8 engine (explicit when the graph has QDQ nodes, else calibrated on ``feeds``);
+    layers left unquantized run in fp16."""
     explicit = has_qdq(onnx_path)
-    if not explicit and not feeds and not (calibration_cache and Path(calibration_cache).is_file()):
-        raise SemgirError(f"{spec.name}: an fp32 graph needs calibration tensors (or a calibration cache) for INT8")
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise SemgirError(f"{spec.name}: TensorRT could not parse {onnx_path.name}: {errs}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
-    config.set_flag(trt.BuilderFlag.INT8)
-    config.set_flag(trt.BuilderFlag.FP16)  # layers left unquantized run in fp16, not fp32
-    graph_inputs = [network.get_input(i).name for i in range(network.num_inputs)]
-    profile = builder.create_optimization_profile()
-    for name, (lo, opt, hi) in profile_shapes(spec, graph_inputs).items():
-        profile.set_shape(name, lo, opt, hi)
-    config.add_optimization_profile(profile)
-    calibrator = None
+    calibrator = shapes = None
     if not explicit:
-        calibrator = make_calibrator(list(feeds or []), graph_inputs, calibration_cache or str(out_path) + ".calib")
-        config.int8_calibrator = calibrator
-        # calibration runs at one shape: the first feed's
-        cal_profile = builder.create_optimization_profile()
-        first = feeds[0] if feeds else None
-        for name in graph_inputs:
-            s = tuple(first[name].shape) if first is not None else profile_shapes(spec, graph_inputs)[name][1]
-            cal_profile.set_shape(name, s, s, s)
-        config.set_calibration_profile(cal_profile)
-    if timing_cache is not None:
-        blob = Path(timing_cache).read_bytes() if Path(timing_cache).is_file() else b""
-        config.set_timing_cache(config.create_timing_cache(blob), ignore_mismatch=False)
-    t0 = time.perf_counter()
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise SemgirError(f"{spec.name}: TensorRT INT8 engine build failed (see the TensorRT log above)")
-    Path(out_path).write_bytes(bytes(serialized))
-    if timing_cache is not None:
-        tmp = Path(str(timing_cache) + ".tmp")
-        tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
-        os.replace(tmp, timing_cache)
-    return {"int8": "explicit-qdq" if explicit else "entropy-calibrated", "fp16_fallback": True,
-            "build_seconds": round(time.perf_counter() - t0, 3), "tensorrt": trt.__version__}
+        if not feeds and not (calibration_cache and Path(calibration_cache).is_file()):
+            raise SemgirError(f"{spec.name}: an fp32 graph needs calibration tensors (or a calibration cache) for INT8")
+        calibrator = make_calibrator(list(feeds or []), spec.input_names(),
+                                     calibration_cache or str(out_path) + ".calib")
+        shapes = {n: tuple(v.shape) for n, v in feeds[0].items()} if feeds else None  # calibration runs at one shape
+    meta = build_engine(onnx_path, spec, out_path, fp16=True, timing_cache=timing_cache,
+                        workspace_bytes=workspace_bytes, int8=True, calibrator=calibrator, calibration_shapes=shapes)
+    meta["int8"] = "explicit-qdq" if explicit else "entropy-calibrated"
+    return meta
 
 
 def cached_int8_engine(component: str, onnx_path: str | os.PathLike, onnx_sha256: str, spec: ComponentSpec,
