@@ -58,13 +58,28 @@ class RecordingRunner:
 
     def __init__(self, inner: Callable, store: list, max_calls: int = 64):
         self.inner, self.store, self.max_calls = inner, store, max_calls
-        if hasattr(inner, "session"):
-            self.session = inner.session
 
     def __call__(self, **arrays: np.ndarray) -> dict[str, np.ndarray]:
         if len(self.store) < self.max_calls:
             self.store.append({k: np.array(v, copy=True) for k, v in arrays.items()})
         return self.inner(**arrays)
+
+
+class LazyRunner:
+    """Builds its runner on the first call; ``release`` drops it. The recording runs the pipeline
+    stage by stage and releases each stage's graphs before the next loads (every full-size graph
+    at once, with ONNX Runtime's pre-packed weight copies, went past 11 GB and was OOM-killed)."""
+
+    def __init__(self, build: Callable[[], Callable]):
+        self.build, self.inner = build, None
+
+    def __call__(self, **arrays: np.ndarray) -> dict[str, np.ndarray]:
+        if self.inner is None:
+            self.inner = self.build()
+        return self.inner(**arrays)
+
+    def release(self) -> None:
+        self.inner = None
 
 
 def record_patch(export_dir: str | os.PathLike, images: Sequence[np.ndarray], batch_size: int = 16) -> dict[str, list]:
@@ -82,32 +97,48 @@ def record_patch(export_dir: str | os.PathLike, images: Sequence[np.ndarray], ba
 def record_semgir(export_dir: str | os.PathLike, images: Sequence[np.ndarray], names: Iterable[str],
                   settings: PipelineSettings = PipelineSettings(), max_calls: int = 256) -> dict[str, list]:
     """Run the SemGIR stages (fp32 graphs on ONNX Runtime) on ``images`` and return the recorded
-    feeds of ``names``: caption, regenerate, embed the originals and the regenerations, classify."""
+    feeds of ``names``: caption, regenerate, embed the originals and the regenerations, classify.
+    Stage by stage over all images, each stage's graphs released before the next stage loads."""
+    import gc
+
     from ..runtime.ort import OrtRunner
     from ..runtime.ort_semgir import OrtSemgir
 
     names = set(names)
     stores: dict[str, list] = {n: [] for n in names}
+    lazy: dict[str, LazyRunner] = {}
 
     def factory(name: str, path: Path):
-        r = OrtRunner(path, device="cpu")
+        r = lazy[name] = LazyRunner(lambda: OrtRunner(path, device="cpu"))
         return RecordingRunner(r, stores[name], max_calls) if name in stores else r
+
+    def release(stage: str) -> None:
+        for n, r in lazy.items():
+            if PIPELINE_STAGE.get(n) == stage:
+                r.release()
+        gc.collect()
 
     stages = OrtSemgir(export_dir, steps=settings.steps, guidance_scale=settings.guidance_scale,
                        resolution=settings.resolution, precision="fp32", runner_factory=factory)
     todo = list(images)[: settings.max_images] if settings.max_images else list(images)
     need = {PIPELINE_STAGE[n] for n in names if n in PIPELINE_STAGE}
-    for i in range(0, len(todo), settings.batch_size):
-        batch = todo[i : i + settings.batch_size]
-        captions = stages.caption(batch)
-        if need <= {"caption"}:
-            continue
-        seeds = [settings.seed + i + k for k in range(len(batch))]
-        regen = stages.regenerate(captions, seeds)
-        if need <= {"caption", "regenerate"}:
-            continue
-        e = stages.embed_images(list(batch) + list(regen))
-        stages.classify(np.concatenate([e[: len(batch)], e[len(batch):]], axis=1))
+    bs = settings.batch_size
+    batches = [todo[i : i + bs] for i in range(0, len(todo), bs)]
+    captions = [stages.caption(b) for b in batches]
+    release("caption")
+    if need <= {"caption"}:
+        return stores
+    regen = [stages.regenerate(c, [settings.seed + i * bs + k for k in range(len(c))]) for i, c in enumerate(captions)]
+    release("regenerate")
+    if need <= {"caption", "regenerate"}:
+        return stores
+    feats = []
+    for b, r in zip(batches, regen):
+        e = stages.embed_images(list(b) + list(r))
+        feats.append(np.concatenate([e[: len(b)], e[len(b):]], axis=1))
+    release("embed")
+    for f in feats:
+        stages.classify(f)
     return stores
 
 
