@@ -235,7 +235,7 @@ def bench_semgir_e2e(export_dir: str | Path, images: Sequence[np.ndarray], preci
 
     base = ScorerConfig(method="semgir", export_dir=str(export_dir), resolution=resolution, steps=steps, batch_size=1)
     cfgs = [("onnxruntime", "fp32"), ("openvino", "fp32")] + [("openvino", p) for p in precisions]
-    rows, ref = [], None
+    rows, ref, ref_caps = [], None, None
     for backend, prec in cfgs:
         from dataclasses import replace
 
@@ -249,11 +249,13 @@ def bench_semgir_e2e(export_dir: str | Path, images: Sequence[np.ndarray], preci
         if bad:
             raise RuntimeError(f"{backend} {prec}: {bad[0].error}")
         p = np.array([r.p_ai for r in res])
+        caps = [r.caption for r in res]
         ref = p if ref is None else ref
+        ref_caps = caps if ref_caps is None else ref_caps
         rows.append({"backend": backend, "precision": prec, "images": len(res), "s_per_image": secs / len(res),
                      "max_abs_p_diff": float(np.max(np.abs(p - ref))),
                      "decision_agreement": float(np.mean((p >= 0.5) == (ref >= 0.5))),
-                     "captions_identical": None, "p_ai": p.tolist()})
+                     "captions_identical": sum(a == b for a, b in zip(caps, ref_caps)), "p_ai": p.tolist()})
         log.info("semgir e2e %s %s: %.2f s/image", backend, prec, secs / len(res))
     return rows
 
@@ -318,12 +320,12 @@ def markdown(data: dict) -> str:
     se = data.get("semgir_e2e")
     if se:
         lines += ["## SemGIR end to end per precision", "",
-                  "| backend | precision | images | s/image | speed-up vs ORT fp32 | max abs p_ai diff | decisions agreeing |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| backend | precision | images | s/image | speed-up vs ORT fp32 | max abs p_ai diff | decisions agreeing "
+                  "| captions identical |", "|---|---|---|---|---|---|---|---|"]
         for r in se:
             lines.append(f"| {r['backend']} | {r['precision']} | {r['images']} | {r['s_per_image']:.2f} | "
                          f"{se[0]['s_per_image'] / r['s_per_image']:.2f}x | {r['max_abs_p_diff']:.2e} | "
-                         f"{100 * r['decision_agreement']:.1f}% |")
+                         f"{100 * r['decision_agreement']:.1f}% | {r['captions_identical']}/{r['images']} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -387,6 +389,13 @@ def bench_precision_cmd(export_dir, components, configs, batch_sizes, models, ca
         (out_p / "results.json").write_text(json.dumps(data, indent=2, default=str))
         (out_p / "README.md").write_text(markdown(data))
 
+    if patch_data:
+        data["patch_e2e"] = bench_patch_e2e(export_dir, patch_data, repeats=repeats)
+        save()
+    if semgir_images:
+        ims, _, _ = cs.load_images(data_dir)
+        data["semgir_e2e"] = bench_semgir_e2e(export_dir, ims[:semgir_images], resolution=resolution or 256)
+        save()
     if names:
         tensors = calibration_tensors(export_dir, cs, names, data_dir=data_dir,
                                       settings=PipelineSettings(resolution=resolution, max_images=max_images))
@@ -399,11 +408,5 @@ def bench_precision_cmd(export_dir, components, configs, batch_sizes, models, ca
 
         bench_components(names, [int(b) for b in batch_sizes.split(",")], export_dir, tensors, models=models,
                          configs=[c.strip() for c in configs.split(",") if c.strip()], repeats=repeats, on_row=on_row)
-    if patch_data:
-        data["patch_e2e"] = bench_patch_e2e(export_dir, patch_data, repeats=repeats)
-        save()
-    if semgir_images:
-        ims, _, _ = cs.load_images(data_dir)
-        data["semgir_e2e"] = bench_semgir_e2e(export_dir, ims[:semgir_images], resolution=resolution or 256)
     save()
     click.echo(f"wrote {out_p / 'results.json'} and {out_p / 'README.md'}", err=True)

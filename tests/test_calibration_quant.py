@@ -369,3 +369,20 @@ def test_cli_quantize_and_score(qexport, tmp_path):
     r = CliRunner().invoke(main, ["score", str(img), "--method", "patch", "--backend", "onnxruntime", "--precision",
                                   "bf16", "--export-dir", str(d), "--no-progress"])
     assert r.exit_code == 1 and "cannot run bf16" in r.output
+
+
+def test_tensorrt_int8_import_safe(graphs, tmp_path):
+    """TensorRT INT8 cannot run here (no GPU); its module imports, tells QDQ graphs apart, and its
+    entry points raise the typed missing-dependency error."""
+    import importlib.util
+
+    from semgir_engine.errors import MissingDependencyError
+    from semgir_engine.runtime import trt_int8
+
+    d, conv, _, feeds, _ = graphs
+    q = tmp_path / "c.int8.onnx"
+    quantize_ort(conv, q, "patch_cnn", feeds[:2])
+    assert trt_int8.has_qdq(q) and not trt_int8.has_qdq(conv)
+    if importlib.util.find_spec("tensorrt") is None:
+        with pytest.raises(MissingDependencyError, match="tensorrt"):
+            trt_int8.int8_engine_factory(d)
