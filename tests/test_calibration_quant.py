@@ -386,3 +386,27 @@ def test_tensorrt_int8_import_safe(graphs, tmp_path):
     if importlib.util.find_spec("tensorrt") is None:
         with pytest.raises(MissingDependencyError, match="tensorrt"):
             trt_int8.int8_engine_factory(d)
+
+
+def test_bench_precision_tiny(qexport, tmp_path):
+    """The benchmark's one table: every configuration of a component, agreement against torch fp32."""
+    from click.testing import CliRunner
+
+    from semgir_engine.cli import main
+
+    d, cs, _, _, tmp = qexport
+    f = cs.save(tmp_path / "cs.json")
+    out = tmp_path / "bp"
+    r = CliRunner().invoke(main, ["bench-precision", "--export-dir", str(d), "--components", "vae_decoder",
+                                  "--batch-sizes", "2", "--models", "tiny", "--calibration-set", str(f),
+                                  "--data-dir", str(tmp / "data"), "--repeats", "1", "--threads", "1",
+                                  "--out", str(out)], env={"SEMGIR_CACHE": str(tmp / "benchcache")})
+    assert r.exit_code == 0, r.output
+    data = json.loads((out / "results.json").read_text())
+    rows = {(x["backend"], x["precision"]): x for x in data["components"]}
+    assert set(rows) == {("torch", "fp32"), ("torch", "bf16"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"),
+                         ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8")}
+    assert rows[("torch", "fp32")]["cosine"] == pytest.approx(1.0)
+    assert rows[("onnxruntime", "fp32")]["max_abs_diff"] < 1e-3
+    assert all(x["cosine"] >= 0.98 for x in rows.values())
+    assert "| vae_decoder | openvino | int8 | 2 |" in (out / "README.md").read_text()
