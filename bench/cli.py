@@ -167,7 +167,7 @@ def bench_cmd(components, backends, batch_sizes, resolution, steps, models, capt
     import torch
 
     from .. import registry
-    from ..runtime.ort_semgir import PIPELINE_COMPONENTS
+    from ..registry import PIPELINE_COMPONENTS
     from ..semgir.components import Bundles
     from ..semgir.sources import ModelSource
     from ..spec import Precision

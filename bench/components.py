@@ -49,7 +49,7 @@ def _overrides(name: str, spec, batch: int, resolution: int | None, size: str) -
     from ..semgir import configs
 
     o = {"batch": batch}
-    if resolution and size != "tiny" and name in ("unet", "vae_decoder", "vae_encoder"):
+    if resolution and size != "tiny" and name in ("unet", "vae_decoder"):
         d = configs.dims(size)
         lat = resolution // d.vae_scale
         o.update(height=lat, width=lat, image_height=resolution, image_width=resolution)
@@ -137,32 +137,30 @@ CAPTION_COMPONENTS = ("blip_vision", "blip_text_decoder_init", "blip_text_decode
 def bench_captioning(bundles, backends: Iterable[str], batch_sizes: Iterable[int], *, export_dir: str | Path,
                      models: str | None = None, repeats: int = 3, max_seconds: float = 120.0, seed: int = 0,
                      on_row: Callable[[ComponentRow], None] | None = None) -> list[ComponentRow]:
-    """BLIP captioning as a whole (vision encoder + greedy decoding of up to ``max_new_tokens``):
-    torch ``generate()`` against ONNX Runtime's key/value-cache loop, on the same images. Parity is
-    the share of identical captions (max_abs_diff / cosine stay empty)."""
+    """BLIP captioning as a whole (vision encoder + greedy decoding of up to 20 new tokens with the
+    key/value caches): the one decoding loop over torch modules against the same loop over ONNX Runtime
+    sessions, on the same images. Parity is the share of identical captions (max_abs_diff / cosine stay empty)."""
     import torch
 
     from ..export.onnx_export import write_pipeline_assets
-    from ..preprocess import preprocess_batch
-    from ..runtime.ort import OrtRunner
-    from ..runtime.ort_semgir import OrtCaptioner, component_file, load_manifest
+    from ..runtime.ort_semgir import ExportSessions
+    from ..semgir.pipeline import CaptionStage
+    from ..semgir.torch_backend import TorchSessions
 
-    cap = bundles.captioner()
     size = bundles.src.size.value
     rng = np.random.default_rng(seed)
-    side = cap.preprocess.size
     runners: dict[str, Callable[[list], list[str]]] = {}
     backends = list(backends)
     if "torch" in backends:
-        runners["torch"] = lambda ims: cap(torch.from_numpy(preprocess_batch(ims, cap.preprocess)))
+        runners["torch"] = CaptionStage(TorchSessions(bundles.src, "cpu", CAPTION_COMPONENTS, bundles=bundles))
     if "onnxruntime" in backends:
         for n in CAPTION_COMPONENTS:
             ensure_exported(n, bundles.src, export_dir, Precision.FP32, bundles, models=models)
         write_pipeline_assets(CAPTION_COMPONENTS, bundles, export_dir)
-        m = load_manifest(export_dir)
-        ort_cap = OrtCaptioner(Path(export_dir), m, lambda n: OrtRunner(component_file(export_dir, m, n), device="cpu"),
-                               cap.max_new_tokens)
-        runners["onnxruntime"] = ort_cap
+        runners["onnxruntime"] = CaptionStage(ExportSessions(export_dir, device="cpu"))
+    first = next(iter(runners.values()), None)
+    side = first.preprocess.size if first is not None else 0
+    max_new = first.generation.max_length - 1 if first is not None else 0
     rows = []
     for bs in batch_sizes:
         ims = [rng.integers(0, 256, (side, side, 3), dtype=np.uint8) for _ in range(bs)]
@@ -174,7 +172,7 @@ def bench_captioning(bundles, backends: Iterable[str], batch_sizes: Iterable[int
                 t = measure(lambda: run(ims), items=bs, warmup=0, repeats=repeats, max_seconds=max_seconds)
             same = sum(a == c for a, c in zip(ref, caps))
             row = ComponentRow("blip_caption", b, "fp32", bs, t.to_dict(), note=f"{same}/{bs} captions identical to torch; "
-                               f"{cap.max_new_tokens} new tokens max; {size} weights")
+                               f"{max_new} new tokens max; {size} weights")
             rows.append(row)
             if on_row:
                 on_row(row)
@@ -192,7 +190,7 @@ def ensure_exported(name: str, src, export_dir: str | Path, prec: Precision, bun
     (and converting it to fp16) needs ~14 GB on its own, too much beside the benchmark's models. The
     child builds the same seeded weights; the benchmark's parity columns would show any mismatch."""
     from ..export.onnx_export import export_component, onnx_file_name, read_manifest
-    from ..runtime.ort_semgir import spec_current
+    from ..runtime.manifest import spec_current
 
     path = Path(export_dir) / onnx_file_name(name, prec)
     entry = read_manifest(export_dir).get("components", {}).get(name, {}).get(prec.value)

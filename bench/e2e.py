@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..scorer import Scorer, ScorerConfig
+from ..semgir.pipeline import RegenConfig
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,10 @@ def standard_configs(models: str, resolution: int, steps: int, export_dir: str |
     base = ScorerConfig(method="semgir", models=models, resolution=resolution, batch_size=1)
     out = []
     if include_reference:
-        out.append(("paper reference: torch fp32, 50 PNDM steps, CFG 7.5",
-                    replace(base, backend="torch", steps=50, guidance_scale=7.5, scheduler="pndm")))
+        ref = RegenConfig.paper_reference()
+        out.append((f"paper reference: torch fp32, {ref.steps} PNDM steps, CFG {ref.guidance_scale:g}",
+                    replace(base, backend="torch", steps=ref.steps, guidance_scale=ref.guidance_scale,
+                            scheduler=ref.scheduler)))
     out.append((f"few-step: torch fp32, {steps} DPM++ steps, no CFG", replace(base, backend="torch", steps=steps)))
     if export_dir:
         out.append((f"few-step: onnxruntime fp32, {steps} DPM++ steps, no CFG",

@@ -71,7 +71,8 @@ def load_backends(names: Sequence[str], export_dir: str | Path, patch_model: str
         if name == "torch":
             out[name] = torch_det
         elif name == "tensorrt-fp16":
-            out[name] = trt.trt_patch_detector(export_dir, fp16=True)
+            out[name] = OrtPatchDetector(export_dir, precision="fp16", runner_factory=trt.engine_factory(export_dir),
+                                         backend="tensorrt")
         else:
             out[name] = OrtPatchDetector(export_dir, precision="fp16" if name.endswith("fp16") else "fp32", device="cpu")
     return out

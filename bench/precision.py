@@ -124,7 +124,7 @@ def bench_components(names: Iterable[str], batch_sizes: Iterable[int], export_di
 
     from .. import registry
     from ..calibration.calibset import split_items
-    from ..runtime.ort_semgir import load_manifest
+    from ..runtime.manifest import load_manifest
     from ..semgir.components import Bundles
     from ..semgir.sources import ModelSource
 
@@ -171,19 +171,15 @@ PATCH_CONFIGS = ("torch-fp32", "onnxruntime-fp32", "onnxruntime-int8", "openvino
 
 
 def patch_detectors(export_dir: str | Path, configs: Sequence[str] = PATCH_CONFIGS) -> dict:
-    from ..patch.detector import PatchDetector
-    from ..runtime.openvino import ov_patch_detector
-    from ..runtime.ort_patch import OrtPatchDetector
+    """{configuration: detector}, each as the scorer loads it (``Scorer(method="patch", backend=...)``)."""
+    from ..scorer import Scorer, ScorerConfig
 
     out = {}
     for c in configs:
         backend, prec = c.rsplit("-", 1)
-        if backend == "torch":
-            out[c] = PatchDetector.load(None)
-        elif backend == "onnxruntime":
-            out[c] = OrtPatchDetector(export_dir, precision=prec, device="cpu")
-        else:
-            out[c] = ov_patch_detector(export_dir, prec)
+        cfg = ScorerConfig(method="patch", backend=backend, precision=prec,
+                           export_dir=None if backend == "torch" else str(export_dir))
+        out[c] = Scorer(cfg)._impl
     return out
 
 
@@ -368,7 +364,7 @@ def bench_precision_cmd(export_dir, components, configs, batch_sizes, models, ca
 
     from ..calibration.calibset import load_calibration_set
     from ..calibration.tensors import PipelineSettings, calibration_tensors
-    from ..runtime.ort_semgir import load_manifest
+    from ..runtime.manifest import load_manifest
 
     torch.set_num_threads(threads)
     os.environ.setdefault("SEMGIR_ORT_THREADS", str(threads))

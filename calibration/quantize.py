@@ -46,7 +46,7 @@ from .tensors import PipelineSettings, calibration_tensors
 log = logging.getLogger(__name__)
 
 #: graphs dominated by convolutions: static QDQ (activations calibrated)
-CONV_GRAPHS = ("patch_cnn", "clip_image", "vae_decoder", "vae_encoder", "unet")
+CONV_GRAPHS = ("patch_cnn", "clip_image", "vae_decoder", "unet")
 #: graphs dominated by matrix products: dynamic INT8 on ONNX Runtime, transformer recipe in nncf
 MATMUL_GRAPHS = ("blip_vision", "sd_text_encoder", "clip_text", "semgir_head", "blip_text_decoder",
                  "blip_text_decoder_init", "blip_text_decoder_with_past")
@@ -284,7 +284,7 @@ def quantize_export(export_dir: str | os.PathLike, components: Iterable[str], ca
     """Quantize ``components`` of an export directory on ``calib``; validate; record in its manifest."""
     from ..export.onnx_export import read_manifest, write_manifest
     from ..runtime.ort import OrtRunner
-    from ..runtime.ort_semgir import component_entry, load_manifest
+    from ..runtime.manifest import component_entry, load_manifest
 
     export_dir = Path(export_dir)
     names = list(components)

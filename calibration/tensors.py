@@ -103,6 +103,7 @@ def record_semgir(export_dir: str | os.PathLike, images: Sequence[np.ndarray], n
 
     from ..runtime.ort import OrtRunner
     from ..runtime.ort_semgir import OrtSemgir
+    from ..semgir.pipeline import RegenConfig
 
     names = set(names)
     stores: dict[str, list] = {n: [] for n in names}
@@ -118,8 +119,8 @@ def record_semgir(export_dir: str | os.PathLike, images: Sequence[np.ndarray], n
                 r.release()
         gc.collect()
 
-    stages = OrtSemgir(export_dir, steps=settings.steps, guidance_scale=settings.guidance_scale,
-                       resolution=settings.resolution, precision="fp32", runner_factory=factory)
+    regen = RegenConfig(steps=settings.steps, guidance_scale=settings.guidance_scale, resolution=settings.resolution)
+    stages = OrtSemgir(export_dir, regen, precision="fp32", runner_factory=factory, kind="calibration-recording")
     todo = list(images)[: settings.max_images] if settings.max_images else list(images)
     need = {PIPELINE_STAGE[n] for n in names if n in PIPELINE_STAGE}
     bs = settings.batch_size
@@ -169,7 +170,7 @@ def calibration_tensors(export_dir: str | os.PathLike, calib: CalibrationSet, na
     recorded now. Patch and SemGIR components are recorded by their own runtimes."""
     import onnxruntime
 
-    from ..runtime.ort_semgir import load_manifest
+    from ..runtime.manifest import load_manifest
 
     names = sorted(set(names))
     manifest = load_manifest(export_dir)

@@ -26,7 +26,24 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 
 
 class _Group(click.Group):
-    """Turns our typed errors into clean messages and exit codes."""
+    """Turns our typed errors into clean messages and exit codes. Commands that live beside their library
+    code (export, bench, training, serving) are imported only when they run, so the scoring runtime never
+    imports the export, benchmark or calibration tooling."""
+
+    def __init__(self, *args, lazy: dict[str, str] | None = None, **kw):
+        super().__init__(*args, **kw)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx, name):
+        if name in self.lazy and name not in self.commands:
+            import importlib
+
+            module, attr = self.lazy[name].split(":")
+            self.add_command(getattr(importlib.import_module(module, __package__), attr), name)
+        return super().get_command(ctx, name)
 
     def invoke(self, ctx):
         try:
@@ -39,7 +56,11 @@ class _Group(click.Group):
             sys.exit(EXIT_FATAL)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]}, lazy={
+    "serve": ".serve_cli:serve_cmd", "triton-repo": ".export.triton:triton_repo_cmd", "eval": ".patch.cli:eval_cmd",
+    "eval-semgir": ".semgir.cli:eval_semgir", "cache": ".semgir.cli:cache_group", "bench": ".bench.cli:bench_cmd",
+    "export": ".export.cli:export_cmd", "bench-precision": ".bench.precision:bench_precision_cmd",
+    "calibration": ".calibration.cli:calibration_group", "quantize": ".calibration.cli:quantize_cmd"})
 @click.version_option(__version__, prog_name="semgir-engine")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
@@ -74,10 +95,10 @@ def main(verbose: int, quiet: bool) -> None:
 @click.option("--ray-address", default=None, help="Ray cluster to join (auto, ray://HOST:10001); default: local.")
 @click.option("--ray-actors", type=click.IntRange(1), default=None,
               help="Scorer actors with --ray (default: one per GPU on CUDA, else one per CPU, at most 8).")
-@click.option("--feature-cache", default="auto", show_default=True, metavar="DIR|auto|off",
-              help="SemGIR feature cache (captions, regenerations, embeddings): a folder, 'off', or 'auto' "
-                   "($SEMGIR_CACHE/features, else ~/.cache/semgir-engine/features with real weights; "
-                   "off for tiny/random).")
+@click.option("--feature-cache", default=None, metavar="DIR|auto",
+              help="Keep SemGIR features (captions, regenerations, embeddings) in a cache folder and reuse them "
+                   "on later runs; 'auto' = $SEMGIR_CACHE/features (else ~/.cache/semgir-engine/features) with "
+                   "real weights. Off unless given.")
 @click.option("--attribute", type=click.Path(exists=True), default=None, metavar="GENERATORS.json",
               help="SemGIR-A: add per-generator probabilities and the most likely generator (the generators.json "
                    "written by `train attribution`).")
@@ -94,7 +115,10 @@ def score(paths, out, fmt, method, models, backend, device, export_dir, precisio
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite exclude each other")
     if paper_reference:
-        steps, guidance_scale, scheduler = 50, 7.5, "pndm"
+        from .semgir.pipeline import RegenConfig
+
+        ref = RegenConfig.paper_reference()
+        steps, guidance_scale, scheduler = ref.steps, ref.guidance_scale, ref.scheduler
     if attribute and method == "auto":
         method = "semgir"
     cfg = ScorerConfig(method=method, models=models, backend=backend, device=device, batch_size=batch_size,
@@ -138,42 +162,10 @@ def info(models, as_json):
             click.echo(f"  {k}: {v}")
 
 
-@main.group()
+@main.group(cls=_Group, lazy={"patch": ".patch.cli:train_patch", "semgir": ".semgir.cli:train_semgir_cmd",
+                              "attribution": ".semgir.cli:train_attribution_cmd"})
 def train():
     """Train a detector."""
-
-
-def _mount_optional() -> None:
-    """Attach the commands that live beside their library code."""
-    from .serve_cli import serve_cmd  # imports the web stack only when `serve` runs
-
-    main.add_command(serve_cmd, "serve")
-    from .export.triton import triton_repo_cmd  # onnx loads only when it runs
-
-    main.add_command(triton_repo_cmd, "triton-repo")
-    from .bench.cli import bench_cmd
-    from .patch.cli import eval_cmd, train_patch
-
-    train.add_command(train_patch, "patch")
-    main.add_command(eval_cmd, "eval")
-    from .semgir.cli import cache_group, eval_semgir, train_attribution_cmd, train_semgir_cmd
-
-    train.add_command(train_semgir_cmd, "semgir")
-    train.add_command(train_attribution_cmd, "attribution")
-    main.add_command(eval_semgir, "eval-semgir")
-    main.add_command(cache_group, "cache")
-    main.add_command(bench_cmd, "bench")
-    from .export.cli import export_cmd
-
-    main.add_command(export_cmd, "export")
-    from .bench.precision import bench_precision_cmd
-    from .calibration.cli import calibration_group, quantize_cmd
-
-    for cmd in (bench_precision_cmd, calibration_group, quantize_cmd):  # reduced precision (issue 15)
-        main.add_command(cmd)
-
-
-_mount_optional()
 
 
 if __name__ == "__main__":  # pragma: no cover

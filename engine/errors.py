@@ -48,3 +48,8 @@ class MissingDependencyError(SemgirError, ImportError):
 
 class ResumeError(SemgirError):
     """An existing output file cannot be resumed (other format, unreadable, or refused)."""
+
+
+class SystematicError(SemgirError):
+    """A model or session cannot run (missing or corrupt graph, wrong shapes, out of memory, every item
+    failing the same way): not one input's fault, so the run stops (exit 1) and what was written is kept."""

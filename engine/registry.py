@@ -14,7 +14,6 @@ from .semgir import configs
 from .spec import ComponentSpec, ImagePreprocess, TensorSpec, Tolerance
 
 _B = "batch"
-_BUILD = "semgir_engine.semgir.components:build_component"
 
 
 def _semgir_specs(size: str) -> list[ComponentSpec]:
@@ -35,13 +34,13 @@ def _semgir_specs(size: str) -> list[ComponentSpec]:
             "blip_vision", "captioner", "BLIP ViT image encoder",
             inputs=(TensorSpec("pixel_values", "float32", (_B, 3, d.blip_image, d.blip_image)),),
             outputs=(TensorSpec("image_embeds", "float32", (_B, n_patches, d.blip_hidden)),),
-            profile={_B: (1, 2, 16)}, preprocess=blip_pp, builder=_BUILD),
+            profile={_B: (1, 2, 16)}, preprocess=blip_pp),
         ComponentSpec(
             "blip_text_decoder", "captioner", "BLIP BERT text decoder (logits for every position)",
             inputs=(TensorSpec("input_ids", "int64", (_B, "tokens")),
                     TensorSpec("encoder_hidden_states", "float32", (_B, n_patches, d.blip_hidden))),
             outputs=(TensorSpec("logits", "float32", (_B, "tokens", d.blip_vocab)),),
-            profile={_B: (1, 2, 16), "tokens": (1, 8, 40)}, builder=_BUILD,
+            profile={_B: (1, 2, 16), "tokens": (1, 8, 40)},
             tolerance=logits_tol),
         ComponentSpec(
             "blip_text_decoder_init", "captioner",
@@ -52,7 +51,7 @@ def _semgir_specs(size: str) -> list[ComponentSpec]:
             outputs=(TensorSpec("logits", "float32", (_B, "tokens", d.blip_vocab)),
                      TensorSpec("present", "float32", (*kv, "tokens", kv_dim)),
                      TensorSpec("cross_present", "float32", (*kv, n_patches, kv_dim))),
-            profile={_B: (1, 2, 16), "tokens": (1, 8, 40)}, builder=_BUILD,
+            profile={_B: (1, 2, 16), "tokens": (1, 8, 40)},
             tolerance=logits_tol),
         ComponentSpec(
             "blip_text_decoder_with_past", "captioner",
@@ -63,13 +62,13 @@ def _semgir_specs(size: str) -> list[ComponentSpec]:
                     TensorSpec("cross_past", "float32", (*kv, n_patches, kv_dim))),
             outputs=(TensorSpec("logits", "float32", (_B, 1, d.blip_vocab)),
                      TensorSpec("present", "float32", (*kv, "total", kv_dim))),
-            profile={_B: (1, 2, 16), "past": (1, 8, 40)}, builder=_BUILD,
+            profile={_B: (1, 2, 16), "past": (1, 8, 40)},
             tolerance=logits_tol),
         ComponentSpec(
             "sd_text_encoder", "regenerator", "SD v1.5 CLIP ViT-L/14 text encoder",
             inputs=(TensorSpec("input_ids", "int64", (_B, 77)),),
             outputs=(TensorSpec("last_hidden_state", "float32", (_B, 77, d.sd_hidden)),),
-            profile={_B: (1, 2, 16)}, builder=_BUILD),
+            profile={_B: (1, 2, 16)}),
         ComponentSpec(
             "unet", "regenerator", "SD v1.5 UNet (epsilon prediction)",
             inputs=(TensorSpec("sample", "float32", (_B, 4, "height", "width")),
@@ -77,35 +76,36 @@ def _semgir_specs(size: str) -> list[ComponentSpec]:
                     TensorSpec("encoder_hidden_states", "float32", (_B, 77, d.sd_hidden))),
             outputs=(TensorSpec("noise_pred", "float32", (_B, 4, "height", "width")),),
             profile={_B: (1, 2, 32), "height": (lat // 2, lat, lat), "width": (lat // 2, lat, lat)},
-            builder=_BUILD, tolerance=Tolerance(fp32_atol=5e-4, note="deep network, many reductions")),
+            tolerance=Tolerance(fp32_atol=5e-4, note="deep network, many reductions")),
         ComponentSpec(
             "vae_decoder", "regenerator", "SD v1.5 VAE decoder (latents already divided by the scaling factor)",
             inputs=(TensorSpec("latent", "float32", (_B, 4, "height", "width")),),
             outputs=(TensorSpec("image", "float32", (_B, 3, "image_height", "image_width")),),
             profile={_B: (1, 2, 16), "height": (lat // 2, lat, lat), "width": (lat // 2, lat, lat)},
-            builder=_BUILD, tolerance=Tolerance(fp32_atol=5e-4)),
-        ComponentSpec(
-            "vae_encoder", "regenerator", "SD v1.5 VAE encoder (latent distribution mean)",
-            inputs=(TensorSpec("image", "float32", (_B, 3, "image_height", "image_width")),),
-            outputs=(TensorSpec("latent", "float32", (_B, 4, "height", "width")),),
-            profile={_B: (1, 2, 16), "image_height": (lat * d.vae_scale // 2, lat * d.vae_scale, lat * d.vae_scale),
-                     "image_width": (lat * d.vae_scale // 2, lat * d.vae_scale, lat * d.vae_scale)},
-            builder=_BUILD, tolerance=Tolerance(fp32_atol=5e-4)),
+            tolerance=Tolerance(fp32_atol=5e-4)),
         ComponentSpec(
             "clip_image", "embedder", "CLIP RN50x4 image encoder (L2-normalised)",
             inputs=(TensorSpec("pixel_values", "float32", (_B, 3, d.clip_image, d.clip_image)),),
             outputs=(TensorSpec("embedding", "float32", (_B, d.clip_dim)),),
-            profile={_B: (1, 8, 64)}, preprocess=clip_pp, builder=_BUILD),
+            profile={_B: (1, 8, 64)}, preprocess=clip_pp),
         ComponentSpec(
             "clip_text", "embedder", "CLIP RN50x4 text encoder (L2-normalised)",
             inputs=(TensorSpec("input_ids", "int64", (_B, 77)),),
             outputs=(TensorSpec("embedding", "float32", (_B, d.clip_dim)),),
-            profile={_B: (1, 8, 64)}, builder=_BUILD),
+            profile={_B: (1, 8, 64)}),
         ComponentSpec(
             "semgir_head", "head", "SemGIR MLP on [E(candidate) || E(regenerated)]",
             inputs=(TensorSpec("features", "float32", (_B, 2 * d.clip_dim)),),
             outputs=(TensorSpec("logits", "float32", (_B, 2)),),
-            profile={_B: (1, 32, 256)}, builder=_BUILD, tolerance=Tolerance(fp32_atol=1e-5)),
+            profile={_B: (1, 32, 256)}, tolerance=Tolerance(fp32_atol=1e-5)),
+        ComponentSpec(
+            "attribution_combiner", "head",
+            "SemGIR-A combiner: gated fusion of the candidate's image and caption embeddings (L2-normalised); "
+            "each generator's head is a semgir_head on [combined || E(regenerated by it)]",
+            inputs=(TensorSpec("emb_image", "float32", (_B, d.clip_dim)),
+                    TensorSpec("emb_text", "float32", (_B, d.clip_dim))),
+            outputs=(TensorSpec("combined", "float32", (_B, d.clip_dim)),),
+            profile={_B: (1, 32, 256)}, tolerance=Tolerance(fp32_atol=1e-5)),
     ]
 
 
@@ -117,7 +117,16 @@ def _patch_specs() -> list[ComponentSpec]:
         "patch_cnn", "patch", "patch-shuffle detector: 16 patches of 64x64, shared CNN, linear -> logit",
         inputs=(TensorSpec("pixel_values", "float32", (_B, 3, side, side)),),
         outputs=(TensorSpec("logit", "float32", (_B,)),),
-        profile={_B: (1, 8, 64)}, builder=_BUILD, tolerance=Tolerance(fp32_atol=1e-4))]
+        profile={_B: (1, 8, 64)}, tolerance=Tolerance(fp32_atol=1e-4))]
+
+
+#: the graphs the SemGIR pipeline runs on an exported backend (the captioner decodes with key/value caches)
+PIPELINE_COMPONENTS = ("blip_vision", "blip_text_decoder_init", "blip_text_decoder_with_past", "sd_text_encoder",
+                       "unet", "vae_decoder", "clip_image", "semgir_head")
+#: what SemGIR-A adds: caption embeddings and the combiner (each generator brings its own regenerator graphs)
+ATTRIBUTION_COMPONENTS = ("clip_text", "attribution_combiner")
+#: the graphs of one generator's regeneration branch, plus that generator's head
+GENERATOR_COMPONENTS = ("sd_text_encoder", "unet", "vae_decoder", "semgir_head")
 
 
 def specs(size: str = "full") -> dict[str, ComponentSpec]:

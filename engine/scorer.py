@@ -17,11 +17,11 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Iterable, Iterator, Sequence
 
-from .errors import InputError, SemgirError, UnknownNameError
-from .precision import resolve_precision
+from .errors import InputError, SemgirError, SystematicError, UnknownNameError
 from .images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, DecodedImage, ImageInput, load_image
+from .precision import resolve_precision
 from .results import Result
-from .semgir.pipeline import StageTimer, run_semgir
+from .semgir.pipeline import CaptionConfig, RegenConfig, StageTimer, run_semgir
 from .spec import Precision
 
 log = logging.getLogger(__name__)
@@ -29,28 +29,30 @@ log = logging.getLogger(__name__)
 METHODS = ("auto", "semgir", "patch")
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt", "openvino")
 PRECISIONS = tuple(p.value for p in Precision)
+#: consecutive items failing with the same error before the run is stopped as a systematic fault
+SYSTEMATIC_AFTER = 3
 
 
 @dataclass(frozen=True)
 class ScorerConfig:
     method: str = "auto"  # auto | semgir | patch
     models: str | None = None  # SemGIR models: tiny | random | DIR | None (real weights if found)
-    backend: str = "torch"
-    device: str = "cpu"
+    backend: str = "auto"  # auto: tensorrt > onnxruntime when an export is given, else torch
+    device: str = "cpu"  # cpu | cuda | cuda:N (refused when that GPU is not there)
     batch_size: int = 8
     seed: int = 0
-    steps: int = 4
-    guidance_scale: float = 1.0
-    scheduler: str = "auto"
-    resolution: int | None = None
-    max_new_tokens: int = 20
-    num_beams: int = 1
+    steps: int = RegenConfig.steps
+    guidance_scale: float = RegenConfig.guidance_scale
+    scheduler: str = RegenConfig.scheduler
+    resolution: int | None = RegenConfig.resolution
+    max_new_tokens: int | None = CaptionConfig.max_new_tokens
+    num_beams: int | None = CaptionConfig.num_beams
     patch_model: str | None = None  # a patch-detector checkpoint; None = the shipped default
     export_dir: str | None = None  # ONNX export (`semgir-engine export`): enables onnxruntime / tensorrt
-    precision: str | None = None  # fp32 | fp16 | bf16 | int8 | None (engine.precision: backend default)
+    precision: Precision | None = None  # None: the backend's default (engine.precision: tensorrt fp16, else fp32)
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = DEFAULT_MAX_BYTES
-    feature_cache: str | None = None  # SemGIR feature cache: a folder, "auto" (see featcache) or None (off)
+    feature_cache: str | None = None  # SemGIR feature cache (opt-in): a folder, "auto" (see featcache) or None
     attribute: str | None = None  # SemGIR-A: trained heads (generators.json of `train attribution`)
 
     def __post_init__(self):
@@ -58,12 +60,23 @@ class ScorerConfig:
             raise UnknownNameError("method", self.method, METHODS)
         if self.backend not in BACKENDS:
             raise UnknownNameError("backend", self.backend, BACKENDS)
-        if self.precision is not None and self.precision not in PRECISIONS:
-            raise UnknownNameError("precision", self.precision, PRECISIONS)
+        if self.precision is not None:
+            try:
+                object.__setattr__(self, "precision", Precision(self.precision))
+            except ValueError:
+                raise UnknownNameError("precision", str(self.precision), PRECISIONS) from None
         if self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         if self.steps < 1:
             raise ValueError("steps must be >= 1")
+
+    @property
+    def regen(self) -> RegenConfig:
+        return RegenConfig(self.steps, self.guidance_scale, self.scheduler, self.resolution)
+
+    @property
+    def caption(self) -> CaptionConfig:
+        return CaptionConfig(self.max_new_tokens, self.num_beams)
 
 
 def semgir_weights_available(models: str | None) -> bool:
@@ -79,9 +92,10 @@ def resolve_method(cfg: ScorerConfig) -> str:
     if cfg.method != "auto":
         return cfg.method
     if cfg.export_dir:
-        from .runtime.ort_semgir import PIPELINE_COMPONENTS, load_manifest
+        from .registry import PIPELINE_COMPONENTS
+        from .runtime.manifest import load_manifest
 
-        comps = load_manifest(cfg.export_dir).get("components", {})
+        comps = load_manifest(cfg.export_dir)["components"]
         if "patch_cnn" in comps and not any(n in comps for n in PIPELINE_COMPONENTS):
             return "patch"  # an export of the patch detector alone
         return "semgir"
@@ -143,62 +157,81 @@ class Scorer:
             return "torch"
         return b
 
+    def _precision(self, backend: str) -> Precision:
+        """The precision ``backend`` runs (its default when none was asked); refused when it cannot."""
+        return resolve_precision(backend, self.config.precision)
+
+    def _export_kw(self, backend: str) -> dict:
+        """How an exported backend runs its graphs: ONNX Runtime sessions, or TensorRT engines built from them."""
+        c = self.config
+        if not c.export_dir:
+            raise SemgirError(f"backend {backend!r} needs an export directory (--export-dir), made with "
+                              "`semgir-engine export`")
+        kw = {"precision": self._precision(backend), "device": c.device}
+        if backend == "openvino":  # bf16 and int8 come from the fp32 graphs (precision hint, nncf IR)
+            from .runtime.openvino import ov_factory
+
+            kw.update(runner_factory=ov_factory(c.export_dir, kw["precision"]), kind=f"openvino-{kw['precision'].value}",
+                      precision=Precision.FP32)
+        elif backend == "tensorrt" and kw["precision"] is Precision.INT8:  # from the QDQ graphs or calibrated
+            from .runtime.trt_int8 import int8_engine_factory
+
+            kw.update(runner_factory=int8_engine_factory(c.export_dir), kind="tensorrt-int8", precision=Precision.FP32)
+        elif backend == "tensorrt":
+            from .runtime.trt import engine_factory
+
+            kw.update(runner_factory=engine_factory(c.export_dir, precision=kw["precision"]), kind="tensorrt")
+        return kw
+
     def _load_semgir(self):
+        """One pipeline on every backend; the backend only provides the component sessions."""
+        from .semgir.pipeline import SemgirPipeline
+
         c = self.config
         backend = self._backend()
-        precision = resolve_precision(backend, c.precision)
         if backend in ("onnxruntime", "tensorrt", "openvino"):
-            if not c.export_dir:
-                raise SemgirError(f"backend {backend!r} needs an export directory (--export-dir), made with "
-                                  "`semgir-engine export`")
-            kw = dict(steps=c.steps, guidance_scale=c.guidance_scale, scheduler=c.scheduler, resolution=c.resolution,
-                      max_new_tokens=c.max_new_tokens, num_beams=c.num_beams)
-            log.info("loading SemGIR (%s) from %s", backend, c.export_dir)
-            if backend == "openvino":
-                from .runtime.openvino import ov_semgir
-
-                return ov_semgir(c.export_dir, precision, **kw)
-            if backend == "tensorrt" and precision is Precision.INT8:
-                from .runtime.ort_semgir import OrtSemgir
-                from .runtime.trt_int8 import int8_engine_factory
-
-                return OrtSemgir(c.export_dir, precision="fp32", runner_factory=int8_engine_factory(c.export_dir), **kw)
-            if backend == "tensorrt":
-                from .runtime.trt import TrtSemgir
-
-                return TrtSemgir(c.export_dir, fp16=c.precision != "fp32", **kw)
             from .runtime.ort_semgir import OrtSemgir
 
-            return OrtSemgir(c.export_dir, precision=c.precision or "fp32",
-                             device="cpu" if c.device == "cpu" else "auto", **kw)
-        from .semgir.models import RegenConfig
-        from .semgir.sources import ModelSource
-        from .semgir.torch_backend import TorchSemgir
+            log.info("loading SemGIR (%s) from %s", backend, c.export_dir)
+            pipe = OrtSemgir(c.export_dir, c.regen, c.caption, **self._export_kw(backend))
+        else:
+            from .semgir.sources import ModelSource
+            from .semgir.torch_backend import TorchSessions
 
-        regen = RegenConfig(steps=c.steps, guidance_scale=c.guidance_scale, scheduler=c.scheduler,
-                            resolution=c.resolution)
-        src = ModelSource.parse(c.models, seed=0)
-        log.info("loading SemGIR (%s)", src.describe())
-        impl = TorchSemgir(src, regen, max_new_tokens=c.max_new_tokens, num_beams=c.num_beams, device=c.device)
-        self._features = self._load_features(impl)
-        return impl
+            src = ModelSource.parse(c.models, seed=0)
+            log.info("loading SemGIR (%s)", src.describe())
+            pipe = SemgirPipeline(TorchSessions(src, c.device), c.regen, c.caption)
+        self.backend = backend
+        self._features = self._load_features(pipe, backend)
+        return pipe
 
-    def _load_features(self, impl):
+    def _load_features(self, pipe, backend: str):
         """The cached SemGIR path (feature cache and/or SemGIR-A attribution), or None."""
         from .featcache import FeatureCache, resolve_cache_option
         from .semgir.extract import feature_version_of
         from .semgir.features import CachedSemgir
 
         c = self.config
-        root = resolve_cache_option(c.feature_cache, impl.random_weights) if c.feature_cache else None
+        root = resolve_cache_option(c.feature_cache, pipe.random_weights) if c.feature_cache else None
         attributor = None
         if c.attribute:
-            from .semgir.attribution import TorchAttributor
+            from .semgir.attribution_runtime import read_generators
 
-            attributor = TorchAttributor(c.attribute, c.device)
+            names = [g.name for g in read_generators(c.attribute)[0]] if str(c.attribute).endswith(".json") else None
+            if backend == "torch":
+                from .semgir.attribution import torch_attribution
+
+                attributor = torch_attribution(c.attribute, c.device)
+            else:
+                from .runtime.ort_semgir import export_attribution
+
+                attributor = export_attribution(c.export_dir, **self._export_kw(backend))
+            if names is not None and names != attributor.names:
+                raise SemgirError(f"{c.attribute} names the generators {names}, but the attribution heads loaded "
+                                  f"are for {attributor.names}; re-export with --attribute {c.attribute}")
         if root is None and attributor is None:
             return None
-        return CachedSemgir(impl, feature_version_of(impl, c.seed), FeatureCache(root) if root else None, attributor)
+        return CachedSemgir(pipe, feature_version_of(pipe, c.seed), FeatureCache(root) if root else None, attributor)
 
     def _load_patch(self):
         from .patch.detector import PatchDetector
@@ -207,7 +240,7 @@ class Scorer:
         if c.attribute:
             raise SemgirError("attribution (--attribute) needs the SemGIR method (--method semgir)")
         backend = self._backend()
-        precision = resolve_precision(backend, c.precision)
+        precision = self._precision(backend)
         if backend == "torch":
             return PatchDetector.load(c.patch_model)
         if not c.export_dir:
@@ -217,24 +250,14 @@ class Scorer:
             raise SemgirError("--patch-model applies to the torch backend; export that model with "
                               "`semgir-engine export --components patch_cnn --patch-model PATH` instead")
         log.info("loading the patch-shuffle detector (%s) from %s", backend, c.export_dir)
-        if backend == "openvino":
-            from .runtime.openvino import ov_patch_detector
-
-            return ov_patch_detector(c.export_dir, precision)
-        if backend == "tensorrt" and precision is Precision.INT8:
-            from .runtime.ort_patch import OrtPatchDetector
-            from .runtime.trt_int8 import int8_engine_factory
-
-            return OrtPatchDetector(c.export_dir, precision="int8", runner_factory=int8_engine_factory(c.export_dir),
-                                    backend="tensorrt")
-        if backend == "tensorrt":
-            from .runtime.trt import trt_patch_detector
-
-            return trt_patch_detector(c.export_dir, fp16=c.precision != "fp32")
         from .runtime.ort_patch import OrtPatchDetector
 
-        return OrtPatchDetector(c.export_dir, precision=c.precision or "fp32",
-                                device="cpu" if c.device == "cpu" else "auto")
+        kw = self._export_kw(backend)
+        kind = kw.pop("kind", "onnxruntime")
+        det = OrtPatchDetector(c.export_dir, backend=kind, **kw)
+        if kind.startswith("openvino") or kind == "tensorrt-int8":  # derived from the fp32 graph
+            det.precision = precision.value
+        return det
 
     # -- scoring -------------------------------------------------------------------------------
     def _label(self, p: float) -> str | None:
@@ -276,18 +299,40 @@ class Scorer:
                                   attribution=attr, generator=gen))
         return results
 
+    def _systematic(self, exc: BaseException) -> SystematicError:
+        return SystematicError(f"{self.method} cannot run ({type(exc).__name__}: {exc}); the model or session is "
+                               "broken, not the input: stopping (rows already written are kept)")
+
     def _score_safely(self, names: list[str], decoded: list[DecodedImage]) -> list[Result]:
-        """Score a batch; if the batch fails, score its items one by one so that only the bad one fails."""
+        """Score a batch; if the batch fails, score its items one by one so that only the bad one fails.
+
+        Failures are classified: out of memory, every item of a batch failing the same way, or
+        ``SYSTEMATIC_AFTER`` items in a row failing the same way mean the model or session is broken:
+        :class:`SystematicError` stops the run. Anything else is that item's error row."""
         try:
-            return self._score_decoded(names, decoded)
+            out = self._score_decoded(names, decoded)
+            self._fail_streak = (None, 0)
+            return out
         except (KeyboardInterrupt, SemgirError):
             raise
+        except MemoryError as exc:
+            raise self._systematic(exc) from exc
         except Exception as exc:  # noqa: BLE001 - a model failure on one input must not end the run
+            sig = (type(exc).__name__, str(exc)[:200])
             if len(decoded) == 1:
+                last, count = getattr(self, "_fail_streak", (None, 0))
+                count = count + 1 if last == sig else 1
+                self._fail_streak = (sig, count)
+                if count >= SYSTEMATIC_AFTER:
+                    raise self._systematic(exc) from exc
                 log.exception("scoring %s failed", names[0])
                 return [self._error(names[0], f"scoring failed: {type(exc).__name__}: {exc}", decoded[0].sha256)]
             log.warning("batch failed (%s); retrying its %d items one by one", exc, len(decoded))
-            return [r for n, d in zip(names, decoded) for r in self._score_safely([n], [d])]
+            rows = [r for n, d in zip(names, decoded) for r in self._score_safely([n], [d])]
+            errors = {r.error for r in rows}
+            if all(r.error for r in rows) and len(errors) == 1 and len(rows) > 1:
+                raise self._systematic(exc) from exc
+            return rows
 
     def score_decoded(self, decoded: Sequence[DecodedImage], names: Sequence[str]) -> list[Result]:
         """Score images already decoded by :func:`~semgir_engine.images.load_image`; one :class:`Result` each.

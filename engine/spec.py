@@ -108,8 +108,6 @@ class ComponentSpec:
     profile: Mapping[str, tuple[int, int, int]] = field(default_factory=dict)
     preprocess: ImagePreprocess | None = None
     tolerance: Tolerance = Tolerance()
-    #: dotted path "module:function" of the torch builder; imported lazily (keeps this module torch-free)
-    builder: str = ""
     #: reduced-precision acceptance gates that override :data:`DEFAULT_TIERS` for this component
     #: (validation only: not part of :meth:`digest`, so adding tiers keeps exported graphs current)
     tiers: tuple[PrecisionTier, ...] = ()

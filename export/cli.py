@@ -33,8 +33,11 @@ import click
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--triton-repo", type=click.Path(file_okay=False, path_type=str), default=None,
               help="Also write a Triton model repository for the exported components (see docs/triton.md).")
+@click.option("--attribute", type=click.Path(exists=True, dir_okay=False), default=None, metavar="GENERATORS.json",
+              help="Also export SemGIR-A (the generators.json of `train attribution`): the combiner and each "
+                   "generator's regenerator graphs and head, under OUT/attribution/.")
 def export_cmd(components, models, patch_model, out_dir, precision, calib, opset, force, no_validate, no_progress,
-               triton_repo):
+               triton_repo, attribute):
     """Export SemGIR components to ONNX and validate each against PyTorch."""
     from ..deps import require
     from ..semgir.sources import ModelSource
@@ -45,7 +48,7 @@ def export_cmd(components, models, patch_model, out_dir, precision, calib, opset
     require("onnxruntime", "validating exported models")
     for noisy in ("onnxscript", "onnx_ir", "torch.onnx", "torch._export", "torch.export"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from .onnx_export import export_components, resolve_names
+    from .onnx_export import export_attribution, export_components, resolve_names
 
     names = resolve_names(components)
     if models is None:
@@ -74,8 +77,12 @@ def export_cmd(components, models, patch_model, out_dir, precision, calib, opset
 
     reduced = precision in ("bf16", "int8")
     try:
-        export_components(names, src, out_dir, Precision.FP32 if reduced else Precision(precision), opset=opset,
-                          force=force, check=not no_validate, on_start=started, on_done=done, patch_model=patch_model)
+        graphs = Precision.FP32 if reduced else Precision(precision)  # bf16 / int8 derive from the fp32 graphs
+        export_components(names, src, out_dir, graphs, opset=opset, force=force,
+                          check=not no_validate, on_start=started, on_done=done, patch_model=patch_model)
+        if attribute:
+            export_attribution(attribute, src, out_dir, graphs, opset=opset, force=force,
+                               check=not no_validate, on_start=started, on_done=done)
     finally:
         if bar is not None:
             bar.close()

@@ -18,11 +18,9 @@ The export directory::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import shutil
 import tempfile
 import time
 import warnings
@@ -33,6 +31,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 from .. import registry
 from ..errors import SemgirError
 from ..hashing import sha256_file
+from ..runtime.manifest import MANIFEST, MANIFEST_FORMAT, load_manifest
 from ..spec import ComponentSpec, ModelSize, Precision
 from .errors import ExportError, ExportExistsError
 from .validate import ValidationReport, sample_inputs, validate
@@ -42,8 +41,6 @@ if TYPE_CHECKING:  # torch-free at import time
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
-MANIFEST_FORMAT = 1
 TWO_GB = 2**31 - 1
 #: op types kept in fp32 by the fp16 conversion: normalisations, softmax, resampling, reductions
 #: and the exponent/power ops whose fp16 range is too small
@@ -71,32 +68,6 @@ class ExportRecord:
 # ------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------
-def weights_fingerprint(src) -> dict:
-    """What the weights are: tiny/random (seed + torch version: random init depends on it) or real
-    (the HF snapshot revision when the folder is one, else a fingerprint of file names, sizes, mtimes)."""
-    if src.size is not ModelSize.REAL:
-        import torch
-
-        return {"kind": src.size.value, "seed": src.seed, "fingerprint": f"{src.size.value}-seed{src.seed}-torch{torch.__version__}"}
-    parts = {}
-    for part in ("blip", "sd", "clip", "head", "lcm-lora"):
-        folder = src.find(part, (), required=False)
-        if folder is None:
-            continue
-        if folder.parent.name == "snapshots":
-            parts[part] = f"revision:{folder.name}"
-            continue
-        h = hashlib.sha256()
-        for p in sorted(folder.rglob("*")):
-            if p.is_file():
-                st = p.stat()
-                h.update(f"{p.relative_to(folder)}:{st.st_size}:{st.st_mtime_ns};".encode())
-        parts[part] = f"files:{h.hexdigest()[:16]}"
-    blob = json.dumps(parts, sort_keys=True)
-    return {"kind": "real", "root": str(src.root) if src.root else None, "parts": parts,
-            "fingerprint": hashlib.sha256(blob.encode()).hexdigest()[:16]}
-
-
 def versions() -> dict:
     out = {}
     for mod in ("torch", "onnx", "onnxruntime", "onnxscript", "transformers", "diffusers", "open_clip"):
@@ -112,13 +83,8 @@ def versions() -> dict:
 
 
 def read_manifest(out_dir: str | os.PathLike) -> dict:
-    p = Path(out_dir) / MANIFEST
-    if not p.exists():
-        return {"format": MANIFEST_FORMAT, "components": {}, "pipeline": {}}
-    try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise ExportError(f"{p} is not valid JSON ({exc}); move it away or export with --force") from exc
+    """The export folder's manifest (an empty one for a new folder); the runtimes read it the same way."""
+    return load_manifest(out_dir, missing_ok=True)
 
 
 def write_manifest(out_dir: str | os.PathLike, manifest: dict) -> None:
@@ -137,6 +103,8 @@ def _source(name: str, src, bundles) -> dict:
     if name == "patch_cnn":
         det = bundles.patch_detector()
         return {"kind": "patch", "version": det.version, "weights_sha256": det.manifest["weights_sha256"]}
+    from ..semgir.sources import weights_fingerprint
+
     return weights_fingerprint(src)
 
 
@@ -367,81 +335,16 @@ def export_component(name: str, src, out_dir: str | os.PathLike, precision: Prec
 # ------------------------------------------------------------------------------------------
 # pipeline assets: tokenizers and the settings a runtime needs besides the graphs
 # ------------------------------------------------------------------------------------------
-#: the patch-shuffle manifest entries a runtime needs beside the graph (no weights: the graph holds them)
-PATCH_RUNTIME_KEYS = ("format", "format_version", "version", "weights_sha256", "config", "preprocessing", "threshold",
-                      "temperature", "test_time")
-
-
 def write_pipeline_assets(names: Iterable[str], bundles: Bundles, out_dir: str | os.PathLike) -> dict:
     """Tokenizer files and pipeline settings for the components in ``names`` (merged into the manifest)."""
-    out = Path(out_dir)
-    tok_dir = out / "tokenizers"
-    tok_dir.mkdir(parents=True, exist_ok=True)
-    names = set(names)
-    size = "tiny" if bundles.src.size is ModelSize.TINY else "full"
-    pipe: dict = {"size": size, "source": weights_fingerprint(bundles.src)}
-    if names & {"blip_vision", "blip_text_decoder", "blip_text_decoder_init", "blip_text_decoder_with_past"}:
-        cap = bundles.captioner()
-        tok = cap.tokenizer
-        vocab = tok.get_vocab()
-        inv = [None] * (max(vocab.values()) + 1)
-        for t, i in vocab.items():
-            inv[i] = t
-        inv = [t if t is not None else f"[unused_{i}]" for i, t in enumerate(inv)]
-        (tok_dir / "blip_vocab.txt").write_text("\n".join(inv) + "\n", encoding="utf-8")
-        cfg = cap.model.config.text_config
-        gen = cap.model.generation_config
-        pipe["captioner"] = {
-            "vocab_file": "tokenizers/blip_vocab.txt",
-            "bos_token_id": int(getattr(cap.model, "decoder_input_ids", None) or cfg.bos_token_id),
-            "eos_token_id": int(cfg.sep_token_id),
-            "pad_token_id": int(cfg.pad_token_id),
-            "special_ids": sorted(int(i) for i in tok.all_special_ids),
-            "do_lower_case": bool(getattr(tok, "do_lower_case", True)),
-            "max_new_tokens": cap.max_new_tokens,
-            "preprocess": registry.get("blip_vision", size).to_dict()["preprocess"],
-            "generation": {k: getattr(gen, k, None) for k in ("repetition_penalty", "no_repeat_ngram_size",
-                                                                "min_length", "max_length")},
-        }
-    if names & {"sd_text_encoder", "unet", "vae_decoder", "vae_encoder", "clip_text"}:
-        import open_clip.tokenizer as oct
+    from ..semgir.components import pipeline_settings
 
-        gz = Path(oct.__file__).with_name("bpe_simple_vocab_16e6.txt.gz")
-        shutil.copyfile(gz, tok_dir / gz.name)
-        pipe["clip_tokenizer"] = {"bpe_file": f"tokenizers/{gz.name}", "context_length": 77}
-    if names & {"sd_text_encoder", "unet", "vae_decoder"}:
-        r = bundles.regenerator()
-        pad_id = getattr(r.tokenizer, "pad_id", None)  # SD pads with <|endoftext|>, open_clip with 0
-        if pad_id is None:
-            hf = getattr(r.tokenizer, "hf", None)
-            pad_id = 0 if hf is None else int(hf.pad_token_id)
-        pad_id = int(pad_id)
-        pipe["regenerator"] = {
-            "scheduler_config": {k: v for k, v in r.scheduler_config.items() if not str(k).startswith("_")},
-            "scheduler": r.scheduler_name,
-            "has_lcm": r.has_lcm,
-            "resolution": r.resolution,
-            "vae_scale": r.vae_scale,
-            "vae_scaling_factor": float(r.vae.config.scaling_factor),
-            "latent_channels": int(r.unet.config.in_channels),
-            "tokenizer_pad_id": pad_id,
-        }
-    if names & {"clip_image", "clip_text"}:
-        e = bundles.embedder()
-        pipe["embedder"] = {"dim": e.dim, "preprocess": registry.get("clip_image", size).to_dict()["preprocess"]}
-    if "patch_cnn" in names:
-        # the runtime needs the model's own manifest (preprocessing, temperature, threshold), never its weights
-        det = bundles.patch_detector()
-        pipe["patch"] = {k: det.manifest[k] for k in PATCH_RUNTIME_KEYS if k in det.manifest}
-    if "semgir_head" in names:
-        _, head_manifest = bundles.head()
-        pipe["head"] = {"threshold": float(head_manifest.get("threshold", 0.5)),
-                        "version": str(head_manifest.get("version", "semgir-head"))}
-    manifest = read_manifest(out)
+    pipe = pipeline_settings(names, bundles, out_dir)
+    manifest = read_manifest(out_dir)
     merged = dict(manifest.get("pipeline", {}))
     merged.update(pipe)
     manifest["pipeline"] = merged
-    write_manifest(out, manifest)
+    write_manifest(out_dir, manifest)
     return merged
 
 
@@ -461,7 +364,7 @@ def export_components(components, src, out_dir: str | os.PathLike, precision: Pr
                       opset: int = 18, force: bool = False, check: bool = True,
                       on_done: Callable[[ExportRecord], None] | None = None,
                       on_start: Callable[[str], None] | None = None,
-                      patch_model: str | None = None) -> list[ExportRecord]:
+                      patch_model: str | None = None, bundles: Bundles | None = None) -> list[ExportRecord]:
     """Export several components (each validated) and the pipeline assets they need.
     ``patch_model``: the patch-shuffle model that ``patch_cnn`` exports (default: the shipped one)."""
     names = resolve_names(components)
@@ -473,7 +376,7 @@ def export_components(components, src, out_dir: str | os.PathLike, precision: Pr
         if clash:
             raise ExportExistsError(f"{out} already holds {', '.join(clash)} ({Precision(precision).value}); "
                                     "pass --force to replace")
-    bundles = _bundles(src, patch_model)
+    bundles = bundles or _bundles(src, patch_model)
     records = []
     for n in names:
         if on_start:
@@ -488,4 +391,38 @@ def export_components(components, src, out_dir: str | os.PathLike, precision: Pr
         if on_done:
             on_done(rec)
     write_pipeline_assets(names, bundles, out)
+    return records
+
+
+def export_attribution(generators: str | os.PathLike, src, out_dir: str | os.PathLike,
+                       precision: Precision = Precision.FP32, opset: int = 18, force: bool = False,
+                       check: bool = True, on_start: Callable[[str], None] | None = None,
+                       on_done: Callable[[ExportRecord], None] | None = None) -> list[ExportRecord]:
+    """SemGIR-A graphs under ``out_dir/attribution/``: the combiner, and per generator its regenerator graphs
+    and its head (as that folder's ``semgir_head``), each validated like any component. ``generators``: the
+    generators.json written by ``train attribution``; ``src``: the captioner/embedder weights they were
+    trained with (the main export's)."""
+    from ..runtime.ort_semgir import ATTRIBUTION_DIR
+    from ..semgir.attribution import load_attribution
+    from ..semgir.components import Bundles
+
+    model, man, specs = load_attribution(generators)
+    root = Path(out_dir) / ATTRIBUTION_DIR
+    records = export_components(["attribution_combiner"], src, root, precision, opset, force, check, on_done,
+                                on_start, bundles=Bundles(src, attribution=model))
+    thresholds = man.get("thresholds", {})
+    gens = []
+    for spec, head in zip(specs, model.heads):
+        folder = "".join(c if c.isalnum() or c in "-_." else "_" for c in spec.name)
+        meta = {"version": f"attribution-head-{spec.name}", "threshold": float(thresholds.get(spec.name, 0.5))}
+        bundles = Bundles(spec.source, head=(head.eval(), meta))
+        records += export_components(list(registry.GENERATOR_COMPONENTS), spec.source, root / folder, precision,
+                                     opset, force, check, on_done, on_start, bundles=bundles)
+        gens.append({"name": spec.name, "models": spec.models, "seed": spec.seed, "steps": spec.steps,
+                     "guidance_scale": spec.guidance_scale, "scheduler": spec.scheduler,
+                     "resolution": spec.resolution, "dir": folder})
+    manifest = read_manifest(root)
+    manifest["pipeline"]["attribution"] = {"generators": gens, "names": [g["name"] for g in gens],
+                                           "base_key": man.get("base_key", ""), "thresholds": thresholds}
+    write_manifest(root, manifest)
     return records

@@ -45,12 +45,15 @@ import click
 
 from ..errors import SemgirError
 
+from .. import registry  # noqa: E402
+
 log = logging.getLogger(__name__)
 
 PIPELINE_MODEL = "semgir_pipeline"
-#: components the BLS pipeline calls (the same as the onnxruntime backend's)
-PIPELINE_COMPONENTS = ("blip_vision", "blip_text_decoder", "sd_text_encoder", "unet", "vae_decoder", "clip_image",
-                       "semgir_head")
+#: components the BLS pipeline calls: the pipeline's, with the stateless decoder in place of the key/value-cache
+#: pair (Triton batches requests from many clients dynamically; a per-request cache does not batch)
+PIPELINE_COMPONENTS = tuple(n for n in registry.PIPELINE_COMPONENTS if not n.startswith("blip_text_decoder")) \
+    + ("blip_text_decoder",)
 BATCH_AXIS = "batch"
 INSTANCE_KINDS = ("auto", "gpu", "cpu")
 

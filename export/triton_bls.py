@@ -57,6 +57,7 @@ class BlsRunner:
 class TritonPythonModel:
     def initialize(self, args):
         from semgir_engine.runtime.ort_semgir import OrtSemgir
+        from semgir_engine.semgir.pipeline import CaptionConfig, RegenConfig
 
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
@@ -69,10 +70,9 @@ class TritonPythonModel:
         limits = {k: int(v) for k, v in manifest.get("triton_max_batch_size", {}).items()}
         self.seed = int(params.get("seed", 0))
         self.max_pixels = int(params.get("max_pixels", 64_000_000))
-        self.pipe = OrtSemgir(assets, steps=int(params.get("steps", 4)),
-                              guidance_scale=float(params.get("guidance_scale", 1.0)),
-                              max_new_tokens=int(params.get("max_new_tokens", 20)),
-                              precision=params.get("precision", "fp32"), verify=False,
+        regen = RegenConfig(steps=int(params.get("steps", 4)), guidance_scale=float(params.get("guidance_scale", 1.0)))
+        self.pipe = OrtSemgir(assets, regen, CaptionConfig(max_new_tokens=int(params.get("max_new_tokens", 20))),
+                              precision=params.get("precision", "fp32"), verify=False, kind="triton",
                               runner_factory=lambda name, path: BlsRunner(name, outputs[name], limits.get(name, 0)))
 
     def execute(self, requests):

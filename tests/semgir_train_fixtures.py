@@ -25,19 +25,19 @@ def random_captions(n: int, seed: int) -> list[str]:
 
 @lru_cache(maxsize=None)
 def tiny_regenerator(seed: int):
-    from semgir_engine.semgir.models import Regenerator
+    """The regeneration stage of the tiny text-to-image model whose weights have ``seed`` (torch sessions)."""
+    from semgir_engine.semgir.pipeline import REGEN_COMPONENTS, RegenerateStage
     from semgir_engine.semgir.sources import ModelSource
+    from semgir_engine.semgir.torch_backend import TorchSessions
 
-    return Regenerator.build(ModelSource.parse("tiny", seed=seed))
+    return RegenerateStage(TorchSessions(ModelSource.parse("tiny", seed=seed), "cpu", REGEN_COMPONENTS))
 
 
 @lru_cache(maxsize=None)
 def generated(seed: int, n: int, noise_offset: int = 10_000) -> tuple[np.ndarray, ...]:
     """``n`` images made by the tiny text-to-image model whose weights have ``seed``."""
-    from semgir_engine.semgir.models import to_uint8
-
     regen = tiny_regenerator(seed)
-    return tuple(to_uint8(regen(random_captions(n, seed + 77), [noise_offset + i for i in range(n)])))
+    return tuple(regen(random_captions(n, seed + 77), [noise_offset + i for i in range(n)]))
 
 
 def real_images(n: int, offset: int = 100) -> list[np.ndarray]:

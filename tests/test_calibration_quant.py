@@ -303,8 +303,8 @@ def test_quantize_is_cached(qexport):
 
 
 def test_patch_detector_int8_and_bf16_agree_with_fp32(qexport):
-    from semgir_engine.runtime.openvino import ov_patch_detector
     from semgir_engine.runtime.ort_patch import OrtPatchDetector
+    from semgir_engine.scorer import Scorer, ScorerConfig
 
     d = qexport[0]
     rng = np.random.default_rng(3)
@@ -312,7 +312,7 @@ def test_patch_detector_int8_and_bf16_agree_with_fp32(qexport):
     ref = OrtPatchDetector(d, device="cpu")
     p32 = ref.predict(ims)
     for prec in ("bf16", "int8"):
-        det = ov_patch_detector(d, prec)
+        det = Scorer(ScorerConfig(method="patch", backend="openvino", precision=prec, export_dir=str(d)))._impl
         assert det.precision == prec and det.version.endswith(prec)
         p = det.predict(ims)
         assert np.mean((p >= ref.threshold) == (p32 >= ref.threshold)) >= 0.9, (prec, p, p32)
@@ -329,14 +329,14 @@ def test_scorer_openvino_backend(qexport):
         with Scorer(ScorerConfig(method="semgir", backend="openvino", export_dir=str(d), precision=prec,
                                  batch_size=2)) as s:
             got = s.score(ims)
-            assert s._impl.providers == [f"openvino-{prec}"]
+            assert s._impl.provider.describe()["backend"] == f"openvino-{prec}"
         for a, b in zip(got, ref):
             assert a.ok and abs(a.p_ai - b.p_ai) < 0.05, (prec, a.p_ai, b.p_ai)
     with pytest.raises(PrecisionError, match="bf16"):
         Scorer(ScorerConfig(method="patch", backend="onnxruntime", export_dir=str(d), precision="bf16"))
     # auto picks OpenVINO for bf16 / int8 (no TensorRT here)
     with Scorer(ScorerConfig(method="patch", backend="auto", export_dir=str(d), precision="int8")) as s:
-        assert s._impl.backend == "openvino"
+        assert s._impl.backend == "openvino-int8" and s.version.endswith("+int8")
         assert all(r.ok for r in s.score(ims))
 
 

@@ -180,36 +180,42 @@ def test_cli_export(tmp_path):
 
 
 def test_cache_rebuilds_tampered_or_foreign_artifact(tmp_path, caplog):
-    from semgir_engine.export.cache import cached_onnx, onnx_key_parts
+    """The content-keyed artifact cache (TensorRT engines use it): a hit is not rebuilt; a corrupt or
+    foreign artifact is detected and rebuilt."""
     from semgir_engine.runtime.cache import ArtifactCache
 
-    cache = tmp_path / "cache"
-    a = cached_onnx("semgir_head", TINY, cache_dir=cache)
-    first = a.path().stat().st_mtime_ns
-    b = cached_onnx("semgir_head", TINY, cache_dir=cache)  # hit: not rebuilt
-    assert b.key == a.key and b.path().stat().st_mtime_ns == first
-    assert a.key == ArtifactCache(cache).dir_for(a.key).name
-    # a different precision or spec is a different key
-    assert onnx_key_parts("semgir_head", TINY, Precision.FP16) != onnx_key_parts("semgir_head", TINY)
+    builds = []
 
-    # corrupt the graph: detected by hash on load, rebuilt, and intact again
-    data = bytearray(a.path().read_bytes())
+    def build(tmp):
+        builds.append(1)
+        (tmp / "graph.bin").write_bytes(bytes(range(256)) * 64)
+        return {"file": "graph.bin"}
+
+    cache = ArtifactCache(tmp_path / "cache")
+    parts = {"kind": "test", "component": "semgir_head", "precision": "fp32"}
+    a = cache.get_or_build(parts, build)
+    b = cache.get_or_build(parts, build)  # hit: not rebuilt
+    assert b.key == a.key and len(builds) == 1
+    assert a.key == cache.dir_for(a.key).name
+    assert cache.get_or_build(dict(parts, precision="fp16"), build).key != a.key  # other inputs, other key
+
+    path = a.path("graph.bin")
+    data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
-    a.path().write_bytes(bytes(data))
-    assert ArtifactCache(cache).check(a.key)[0] is None
+    path.write_bytes(bytes(data))
+    assert cache.check(a.key)[0] is None
     with caplog.at_level("WARNING"):
-        c = cached_onnx("semgir_head", TINY, cache_dir=cache)
-    assert "sha256 differs" in caplog.text
-    assert ArtifactCache(cache).check(c.key)[0] is not None
+        c = cache.get_or_build(parts, build)
+    assert "sha256 differs" in caplog.text and len(builds) == 3
+    assert cache.check(c.key)[0] is not None
 
-    # a foreign artifact (its record names other inputs) is not trusted either
     rec = c.dir / "artifact.json"
     info = json.loads(rec.read_text())
-    info["parts"]["spec_digest"] = "0" * 16
+    info["parts"]["component"] = "unet"
     rec.write_text(json.dumps(info))
-    assert "foreign" in ArtifactCache(cache).check(c.key)[1]
-    d = cached_onnx("semgir_head", TINY, cache_dir=cache)
-    assert ArtifactCache(cache).check(d.key)[1] == "ok"
+    assert "foreign" in cache.check(c.key)[1]
+    d = cache.get_or_build(parts, build)
+    assert cache.check(d.key)[1] == "ok"
 
 
 def test_cache_root_from_environment(monkeypatch, tmp_path):

@@ -91,11 +91,21 @@ def test_cli_score_onnxruntime_equals_torch(export_dir, tmp_path, tiny_scorer):
 
 
 def test_auto_backend_uses_onnxruntime_with_export_dir(export_dir):
-    from semgir_engine.runtime.ort_semgir import OrtSemgir
     from semgir_engine.scorer import Scorer, ScorerConfig
 
     with Scorer(ScorerConfig(backend="auto", export_dir=str(export_dir))) as s:
-        assert s.method == "semgir" and isinstance(s._impl, OrtSemgir)
+        assert s.method == "semgir" and s.backend == "onnxruntime" and s._impl.provider.kind == "onnxruntime"
+
+
+def test_cuda_device_is_refused_clearly_without_a_gpu(export_dir):
+    from semgir_engine.errors import SemgirError
+    from semgir_engine.runtime.ort import available_providers
+    from semgir_engine.scorer import Scorer, ScorerConfig
+
+    if "CUDAExecutionProvider" in available_providers():
+        pytest.skip("this onnxruntime build has CUDA")
+    with pytest.raises(SemgirError, match="cuda:1"):
+        Scorer(ScorerConfig(backend="onnxruntime", export_dir=str(export_dir), device="cuda:1")).score(images(1))
 
 
 def test_incomplete_or_corrupt_export_dir(export_dir, tmp_path):
@@ -115,24 +125,30 @@ def test_incomplete_or_corrupt_export_dir(export_dir, tmp_path):
     p = d2 / "semgir_head.fp32.onnx"
     p.write_bytes(p.read_bytes()[:-1] + b"\x00")
     with pytest.raises(ExportDirError, match="sha256"):
-        OrtSemgir(d2)
+        OrtSemgir(d2).classify(np.zeros((1, 64), np.float32))  # sessions open (and are verified) on first use
     with pytest.raises(ExportDirError, match="manifest"):
         OrtSemgir(tmp_path)
 
 
 def test_scorer_runs_without_torch(export_dir):
-    """The ONNX Runtime path imports and scores with torch and the model libraries unimportable."""
+    """The ONNX Runtime path imports and scores with torch and the model libraries unimportable, and the
+    scoring runtime (API and CLI) imports nothing from the export, benchmark or calibration tooling."""
     ref = json.dumps([float(x) for x in _torch_reference(export_dir)])
     code = textwrap.dedent(f"""
         import sys, json
-        for m in ("torch", "torchvision", "diffusers", "transformers", "open_clip", "tensorrt"):
+        for m in ("torch", "torchvision", "diffusers", "transformers", "open_clip", "tensorrt",
+                  "semgir_engine.export", "semgir_engine.bench", "semgir_engine.calibration"):
             sys.modules[m] = None  # any import of these now raises ImportError
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from export_helpers import images
         from semgir_engine.scorer import Scorer, ScorerConfig
-        import semgir_engine.runtime.trt, semgir_engine.runtime.cache, semgir_engine.export.cli  # import-safe too
-        with Scorer(ScorerConfig(backend="auto", export_dir={str(export_dir)!r}, batch_size=2)) as s:
-            assert type(s._impl).__name__ == "OrtSemgir", type(s._impl)
+        import semgir_engine.runtime.trt, semgir_engine.runtime.cache  # import-safe too
+        from semgir_engine.cli import main
+        from click.testing import CliRunner
+        r = CliRunner().invoke(main, ["score", "--help"])
+        assert r.exit_code == 0, r.output
+        with Scorer(ScorerConfig(export_dir={str(export_dir)!r}, batch_size=2)) as s:
+            assert s.backend == "onnxruntime" and type(s._impl).__name__ == "SemgirPipeline", type(s._impl)
             res = s.score(images(3))
         got = [r.p_ai for r in res]
         ref = json.loads({ref!r})
@@ -157,18 +173,18 @@ def _torch_reference(export_dir):
 def test_numpy_dpm_solver_matches_diffusers(steps):
     import torch
 
-    from semgir_engine.runtime.scheduler import DpmSolverPP
-    from semgir_engine.semgir.models import SD_SCHEDULER_CONFIG, make_scheduler
+    from semgir_engine.runtime.scheduler import DiffusersScheduler, make_scheduler
+    from semgir_engine.semgir.models import SD_SCHEDULER_CONFIG
 
-    ref = make_scheduler("dpm++", SD_SCHEDULER_CONFIG)
+    ours = make_scheduler("dpm++", SD_SCHEDULER_CONFIG)  # the numpy port, trailing spacing
+    ref = DiffusersScheduler("dpm++", dict(SD_SCHEDULER_CONFIG, timestep_spacing="trailing")).s
     ref.set_timesteps(steps)
-    ours = DpmSolverPP.from_config(dict(ref.config))
     ours.set_timesteps(steps)
     assert list(ours.timesteps) == ref.timesteps.tolist()
     x = np.random.default_rng(0).standard_normal((2, 4, 8, 8)).astype(np.float32)
     xt = torch.from_numpy(x.copy())
-    for t in ours.timesteps:
-        x = ours.step(np.tanh(0.7 * x + t / 1000).astype(np.float32), x)
+    for i, t in enumerate(ours.timesteps):
+        x = ours.step(np.tanh(0.7 * x + t / 1000).astype(np.float32), i, x)
         eps = torch.from_numpy(np.tanh(0.7 * xt.numpy() + int(t) / 1000).astype(np.float32))
         xt = ref.step(eps, int(t), xt).prev_sample
     assert np.abs(x - xt.numpy()).max() < 1e-4 * max(1.0, np.abs(x).max())
@@ -216,7 +232,7 @@ def test_tensorrt_module_is_import_safe():
     if trt.trt_available():
         pytest.skip("TensorRT is installed here")
     with pytest.raises((MissingDependencyError, Exception)) as exc:
-        trt.TrtSemgir("/nonexistent")
+        trt.engine_factory("/nonexistent")
     assert isinstance(exc.value, MissingDependencyError) or "CUDA" in str(exc.value)
 
 
@@ -240,14 +256,11 @@ def test_tensorrt_head_engine_matches_onnxruntime(export_dir, tmp_path):
 
 def test_kv_cache_decoding_equals_full_recompute(ort_scorer, export_dir):
     from semgir_engine.runtime.ort import OrtRunner
-    from semgir_engine.runtime.ort_semgir import OrtSemgir
+    from semgir_engine.semgir.decoding import DecoderSteps, generate
 
-    o = ort_scorer._impl.captioner
-    assert o.kv_cache  # the export holds the init and with-past graphs
-    full = OrtSemgir(export_dir).captioner
-    full.kv_cache = False
-    full.blip_decoder = OrtRunner(export_dir / "blip_text_decoder.fp32.onnx", device="cpu")
-
-    enc = o.encode(images(4))
-    a, b = o.greedy(enc), full.greedy(enc)
+    cap = ort_scorer._impl.captioner
+    assert cap.steps.kv  # the export holds the init and with-past graphs
+    full = DecoderSteps(full=OrtRunner(export_dir / "blip_text_decoder.fp32.onnx", device="cpu"))
+    enc = cap.encode(images(4))
+    a, b = generate(cap.steps, enc, cap.generation), generate(full, enc, cap.generation)
     assert a.shape == b.shape and (a == b).all()

@@ -77,7 +77,7 @@ def test_timings_recorded(tiny_scorer):
 
 
 def test_paper_reference_config():
-    from semgir_engine.semgir.models import RegenConfig
+    from semgir_engine.semgir.pipeline import RegenConfig
 
     ref = RegenConfig.paper_reference()
     assert (ref.steps, ref.guidance_scale, ref.scheduler) == (50, 7.5, "pndm")

@@ -121,7 +121,8 @@ def _assert_rows_equal(got: list[dict], want: list[Result]) -> None:
         wd = w.to_dict()
         assert set(g) == set(wd)
         assert _strip(g) == _strip(wd)
-        assert g["p_ai"] == pytest.approx(wd["p_ai"], abs=1e-6)
+        # batched vs single: the diffusers tier (1e-4); batch composition moves float rounding, never decisions
+        assert g["p_ai"] == pytest.approx(wd["p_ai"], abs=1e-4)
 
 
 def test_readiness_before_and_after_load(live):

@@ -10,8 +10,9 @@
   graph at bf16 instead: the manifest says which, and the runner logs it.
 
 :class:`OvRunner` has :class:`.ort.OrtRunner`'s call interface (``runner(**numpy inputs) -> dict
-of numpy outputs``); :func:`ov_factory` is the ``runner_factory`` the exported-graph runtimes take
-(:class:`.ort_semgir.OrtSemgir`, :class:`.ort_patch.OrtPatchDetector`).
+of numpy outputs``); :func:`ov_factory` is the ``runner_factory`` of the export's session provider
+(:class:`.ort_semgir.ExportSessions`, :class:`.ort_patch.OrtPatchDetector`), so SemGIR and the patch
+detector run the one pipeline on OpenVINO (``Scorer(backend="openvino", precision=...)``).
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def openvino_graph(export_dir: str | os.PathLike, manifest: Mapping, name: str,
                    precision: Precision | str) -> tuple[Path, Precision]:
     """(graph file, compute precision) of one component for ``precision`` on OpenVINO: the INT8 IR
     when one was accepted, else the fp32 ONNX graph (INT8 asked but unavailable -> bf16, logged)."""
-    from .ort_semgir import ExportDirError, component_entry
+    from .manifest import ExportDirError, component_entry
 
     p = Precision.parse(precision)
     entries = manifest.get("components", {}).get(name, {})
@@ -137,7 +138,7 @@ def ov_factory(export_dir: str | os.PathLike, precision: Precision | str = Preci
     """``factory(component, onnx_path)`` -> an :class:`OvRunner` for ``precision`` (see
     :func:`openvino_graph`); what the exported-graph runtimes take as ``runner_factory``. The
     runtimes resolve the fp32 ONNX path; the factory swaps in the INT8 IR when there is one."""
-    from .ort_semgir import load_manifest
+    from .manifest import load_manifest
 
     _ov()
     manifest = load_manifest(export_dir)
@@ -147,29 +148,3 @@ def ov_factory(export_dir: str | os.PathLike, precision: Precision | str = Preci
         return OvRunner(path, p, threads)
 
     return factory
-
-
-def ov_semgir(export_dir: str | os.PathLike, precision: Precision | str = Precision.FP32,
-              threads: int | None = None, **kw):
-    """The SemGIR stages with every graph on OpenVINO (same decoding, tokenizers, scheduler and noise
-    as :class:`.ort_semgir.OrtSemgir`)."""
-    from .ort_semgir import OrtSemgir
-
-    p = Precision.parse(precision)
-    stages = OrtSemgir(export_dir, precision="fp32", runner_factory=ov_factory(export_dir, p, threads), **kw)
-    stages.providers = [f"openvino-{p.value}"]
-    stages.version = stages.version if p is Precision.FP32 else f"{stages.version}+ov-{p.value}"
-    return stages
-
-
-def ov_patch_detector(export_dir: str | os.PathLike, precision: Precision | str = Precision.FP32,
-                      threads: int | None = None):
-    """The patch-shuffle detector with its CNN on OpenVINO (see :mod:`.ort_patch`)."""
-    from .ort_patch import OrtPatchDetector
-
-    p = Precision.parse(precision)
-    det = OrtPatchDetector(export_dir, precision="fp32", runner_factory=ov_factory(export_dir, p, threads),
-                           backend="openvino")
-    det.precision = p.value
-    det.providers = det.runner.providers
-    return det

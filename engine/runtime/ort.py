@@ -28,12 +28,20 @@ def available_providers() -> list[str]:
     return list(_ort().get_available_providers())
 
 
-def choose_providers(requested: Sequence[str] | None = None, device: str = "auto") -> list[str]:
+def choose_providers(requested: Sequence[str] | None = None, device: str = "auto", gpu: int = 0) -> list:
     """The providers to ask for: ``requested`` if given, else the best ones installed.
 
-    ``device="cpu"`` restricts to the CPU provider.
+    ``device="cpu"`` restricts to the CPU provider; ``device="cuda"`` needs the CUDA provider and runs on
+    GPU ``gpu`` (refused clearly when this onnxruntime build has no CUDA provider: never silently the CPU).
     """
     have = available_providers()
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in have:
+            from ..errors import SemgirError
+
+            raise SemgirError(f"device cuda:{gpu} asked for, but this onnxruntime build has no CUDA provider "
+                              f"(has {have}); install semgir-engine[onnx-gpu] or use --device cpu")
+        return [("CUDAExecutionProvider", {"device_id": int(gpu)}), "CPUExecutionProvider"]
     if requested:
         missing = [p for p in requested if p not in have]
         if missing:
@@ -67,13 +75,20 @@ def session_options(intra_threads: int | None = None, optimization: str = "all")
 
 
 def make_session(path: str | os.PathLike, providers: Sequence[str] | None = None, device: str = "auto",
-                 intra_threads: int | None = None):
-    """An InferenceSession with spinning disabled; warns when a requested GPU provider fell back to CPU."""
+                 intra_threads: int | None = None, gpu: int = 0):
+    """An InferenceSession with spinning disabled; warns when a requested GPU provider fell back to CPU
+    (refuses when ``device="cuda"`` was asked for explicitly)."""
     ort = _ort()
-    wanted = choose_providers(providers, device)
+    wanted = choose_providers(providers, device, gpu)
     sess = ort.InferenceSession(os.fspath(path), sess_options=session_options(intra_threads), providers=wanted)
     got = sess.get_providers()
-    dropped = [p for p in wanted if p not in got]
+    dropped = [p if isinstance(p, str) else p[0] for p in wanted]
+    dropped = [p for p in dropped if p not in got]
+    if dropped and device == "cuda":
+        from ..errors import SemgirError
+
+        raise SemgirError(f"{os.path.basename(os.fspath(path))}: could not run on cuda:{gpu} (providers {dropped} "
+                          f"failed; running on {got}); check the CUDA libraries or use --device cpu")
     if dropped:
         log.warning("%s: providers %s fell back (running on %s); check the CUDA/TensorRT libraries",
                     os.path.basename(os.fspath(path)), dropped, got)
@@ -102,9 +117,9 @@ class OrtRunner:
     inputs are copied once and outputs come back without extra staging copies."""
 
     def __init__(self, path: str | os.PathLike, providers: Sequence[str] | None = None, device: str = "auto",
-                 intra_threads: int | None = None):
-        self.path = os.fspath(path)
-        self.session = make_session(self.path, providers, device, intra_threads)
+                 intra_threads: int | None = None, gpu: int = 0):
+        self.path, self.gpu = os.fspath(path), int(gpu)
+        self.session = make_session(self.path, providers, device, intra_threads, gpu)
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.input_names = [i.name for i in self.session.get_inputs()]
         prov = self.session.get_providers()
@@ -116,9 +131,9 @@ class OrtRunner:
             return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
         binding = self.session.io_binding()
         for name, a in feeds.items():
-            ov = _ort().OrtValue.ortvalue_from_numpy(a, "cuda", 0)
+            ov = _ort().OrtValue.ortvalue_from_numpy(a, "cuda", self.gpu)
             binding.bind_ortvalue_input(name, ov)
         for name in self.output_names:
-            binding.bind_output(name, "cuda", 0)
+            binding.bind_output(name, "cuda", self.gpu)
         self.session.run_with_iobinding(binding)
         return dict(zip(self.output_names, binding.copy_outputs_to_cpu()))

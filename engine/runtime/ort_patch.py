@@ -19,7 +19,9 @@ import numpy as np
 from ..errors import SemgirError
 from ..patch.detector import MODEL_FORMAT, PatchRuntime
 from .ort import OrtRunner
-from .ort_semgir import ExportDirError, component_entry, load_manifest
+from ..spec import Precision
+from .manifest import ExportDirError, component_entry, load_manifest
+from .ort_semgir import ort_device
 
 COMPONENT = "patch_cnn"
 
@@ -27,8 +29,8 @@ COMPONENT = "patch_cnn"
 class OrtPatchDetector(PatchRuntime):
     """``predict`` / ``predict_logits`` like :class:`..patch.detector.PatchDetector`, on an exported graph."""
 
-    def __init__(self, export_dir: str | Path, precision: str = "fp32", providers: Sequence[str] | None = None,
-                 device: str = "auto", verify: bool = True,
+    def __init__(self, export_dir: str | Path, precision: Precision | str | None = None,
+                 providers: Sequence[str] | None = None, device: str = "auto", verify: bool = True,
                  runner_factory: Callable[[str, Path], Callable] | None = None, backend: str = "onnxruntime"):
         self.dir = Path(export_dir)
         m = load_manifest(self.dir)
@@ -45,8 +47,9 @@ class OrtPatchDetector(PatchRuntime):
             raise ExportDirError(f"{self.dir}: the {COMPONENT} graph and the patch settings come from different "
                                  f"models (weights {str(graph_sha)[:12]} vs {str(meta.get('weights_sha256'))[:12]}); re-export "
                                  f"with `semgir-engine export --components {COMPONENT} --force`")
-        self.precision = entry.get("precision", precision)
-        self.runner = runner_factory(COMPONENT, path) if runner_factory else OrtRunner(path, providers, device)
+        self.precision = entry.get("precision", Precision(precision or Precision.FP32).value)
+        dev, gpu = ort_device(device)
+        self.runner = runner_factory(COMPONENT, path) if runner_factory else OrtRunner(path, providers, dev, gpu=gpu)
         self.backend = backend
         self.providers = self.runner.session.get_providers() if hasattr(self.runner, "session") else [backend]
 

@@ -1,26 +1,31 @@
-"""DPM-Solver++ (2M, multistep) in numpy: the torch-free twin of diffusers'
-``DPMSolverMultistepScheduler(algorithm_type="dpmsolver++")`` with its default settings
-(solver_order=2, midpoint solver, lower_order_final, final_sigmas_type="zero", no Karras sigmas).
+"""Schedulers of the regeneration loop, on numpy arrays (the loop itself: :mod:`..semgir.pipeline`).
 
-Self-contained: one class, a plain loop in the caller::
+- :class:`DpmSolverPP`: DPM-Solver++ (2M, multistep) in numpy, the torch-free twin of diffusers'
+  ``DPMSolverMultistepScheduler(algorithm_type="dpmsolver++")`` with its default settings
+  (solver_order=2, midpoint solver, lower_order_final, final_sigmas_type="zero", no Karras sigmas).
+  The default few-step sampler on every backend, so backends agree and torch is not needed.
+- :class:`DiffusersScheduler`: any other diffusers scheduler (LCM, DDIM, PNDM, Euler) behind the same
+  numpy interface; needs torch and diffusers.
 
-    s = DpmSolverPP.from_config(cfg); s.set_timesteps(4)
-    for t in s.timesteps:
-        eps = unet(latents, t, cond)
-        latents = s.step(eps, latents)
+Both follow one interface, used by a plain loop::
+
+    s = make_scheduler("dpm++", cfg); s.set_timesteps(4)
+    latents = noise * s.init_noise_sigma
+    for i, t in enumerate(s.timesteps):
+        eps = unet(s.scale_model_input(latents, i), t, cond)
+        latents = s.step(eps, i, latents, seeds)
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..errors import MissingDependencyError, UnknownNameError
 
-def initial_noise(seed: int, shape: tuple[int, ...]) -> np.ndarray:
-    """Initial latents of one image: ``default_rng(seed)`` standard normal, float32. Every backend
-    (torch included) draws its starting noise here, so that backends agree and batching does not matter."""
-    return np.random.default_rng(int(seed)).standard_normal(shape, dtype=np.float32)
+#: every sampler the regeneration loop offers; "auto" picks LCM when LCM weights are loaded, else DPM-Solver++
+SCHEDULERS = ("dpm++", "lcm", "ddim", "pndm", "euler")
 
 
 class DpmSolverPP:
@@ -78,9 +83,13 @@ class DpmSolverPP:
     def _lambda(alpha: float, sigma: float) -> float:
         return np.inf if sigma == 0 else float(np.log(alpha) - np.log(sigma))
 
-    def step(self, eps: np.ndarray, sample: np.ndarray) -> np.ndarray:
+    def scale_model_input(self, sample: np.ndarray, i: int) -> np.ndarray:
+        return sample
+
+    def step(self, eps: np.ndarray, i: int, sample: np.ndarray, seeds: Sequence[int] = ()) -> np.ndarray:
         """One update from ``timesteps[i]`` to ``timesteps[i+1]`` (call in order)."""
-        i = self._index
+        if i != self._index:
+            raise ValueError(f"DPM-Solver++ steps must run in order (expected step {self._index}, got {i})")
         s0 = float(self.sigmas[i])
         a_s0, sg_s0 = self._alpha_sigma(s0)
         x0 = (sample.astype(np.float32) - sg_s0 * eps) / a_s0  # data prediction (epsilon model)
@@ -102,3 +111,56 @@ class DpmSolverPP:
             x = (sg_t / sg_s0) * sample - (a_t * em1) * d0 - 0.5 * (a_t * em1) * d1
         self._index += 1
         return x.astype(np.float32)
+
+
+class DiffusersScheduler:
+    """A diffusers scheduler behind the numpy interface of :class:`DpmSolverPP` (needs torch)."""
+
+    def __init__(self, name: str, cfg: Mapping):
+        try:
+            import diffusers
+            import torch
+        except ImportError as exc:
+            raise MissingDependencyError("diffusers", "torch", f"the {name!r} scheduler (only dpm++ is torch-free)") \
+                from exc
+        self.torch = torch
+        cls = {"lcm": diffusers.LCMScheduler, "ddim": diffusers.DDIMScheduler, "pndm": diffusers.PNDMScheduler,
+               "euler": diffusers.EulerDiscreteScheduler, "dpm++": diffusers.DPMSolverMultistepScheduler}[name]
+        extra = {"algorithm_type": "dpmsolver++", "use_karras_sigmas": False} if name == "dpm++" else {}
+        self.name, self.s = name, cls.from_config(dict(cfg), **extra)
+        self.timesteps = np.zeros(0, np.int64)
+
+    @property
+    def init_noise_sigma(self) -> float:
+        return float(self.s.init_noise_sigma)
+
+    def set_timesteps(self, steps: int) -> None:
+        self.s.set_timesteps(steps)
+        self.timesteps = self.s.timesteps.numpy()
+
+    def scale_model_input(self, sample: np.ndarray, i: int) -> np.ndarray:
+        t = self.s.timesteps[i]
+        return self.s.scale_model_input(self.torch.from_numpy(np.ascontiguousarray(sample)), t).numpy()
+
+    def step(self, eps: np.ndarray, i: int, sample: np.ndarray, seeds: Sequence[int] = ()) -> np.ndarray:
+        torch = self.torch
+        kw = {}
+        if self.name == "lcm":  # LCM re-noises between steps: per-image generators keep batching irrelevant
+            kw["generator"] = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        out = self.s.step(torch.from_numpy(np.ascontiguousarray(eps)), self.s.timesteps[i],
+                          torch.from_numpy(np.ascontiguousarray(sample)), **kw).prev_sample
+        return out.numpy().astype(np.float32)
+
+
+def make_scheduler(name: str, base_config: Mapping):
+    """The scheduler ``name`` from a diffusers scheduler config. Few-step samplers start from the last
+    training timestep ("trailing", as diffusers recommends); PNDM (the paper's 50 steps) keeps the
+    config's own spacing."""
+    if name not in SCHEDULERS:
+        raise UnknownNameError("scheduler", name, SCHEDULERS)
+    cfg = {k: v for k, v in dict(base_config).items() if not str(k).startswith("_")}
+    if name != "pndm":
+        cfg["timestep_spacing"] = "trailing"
+    if name == "dpm++":
+        return DpmSolverPP.from_config(cfg)
+    return DiffusersScheduler(name, cfg)

@@ -13,7 +13,7 @@ torch is missing.
 - :class:`TrtRunner`: device buffers as torch CUDA tensors, ``execute_async_v3`` on a private
   stream, and a CUDA graph per input-shape signature once the same shapes repeat (the UNet in the
   denoising loop), replayed after copying the new inputs into the captured buffers.
-- :class:`TrtSemgir`: the SemGIR stages with every graph on TensorRT (same loop as ONNX Runtime).
+- :func:`engine_factory`: TensorRT engines as the component sessions of the one pipeline.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from ..errors import MissingDependencyError, SemgirError
-from ..spec import ComponentSpec
+from ..spec import ComponentSpec, Precision
 from .cache import ArtifactCache, default_root
 
 log = logging.getLogger(__name__)
@@ -279,53 +279,31 @@ class TrtRunner:
 
 
 # ------------------------------------------------------------------------------------------
-# SemGIR on TensorRT
+# component sessions for the pipeline (SemGIR and the patch detector)
 # ------------------------------------------------------------------------------------------
-def _semgir_base():
-    from .ort_semgir import OrtSemgir
-
-    return OrtSemgir
-
-
 def engine_factory(export_dir, cache_dir: str | os.PathLike | None = None, cuda_graphs: bool = True,
-                   fp16: bool = True) -> Callable[[str, Path], "TrtRunner"]:
+                   precision: Precision | str = Precision.FP16) -> Callable[[str, Path], "TrtRunner"]:
     """``factory(component, onnx_path)`` -> a TensorRT runner whose engine is built (through the
-    artifact cache) from that exported graph; what the ORT runtimes take as ``runner_factory``."""
+    artifact cache) from that exported graph: the ``runner_factory`` of
+    :class:`.ort_semgir.ExportSessions`, so SemGIR and the patch detector run the same pipeline code
+    on TensorRT as on ONNX Runtime. fp16 and fp32 engines; other precisions are refused."""
+    precision = Precision(precision)
+    if precision not in (Precision.FP16, Precision.FP32):
+        raise SemgirError(f"the tensorrt backend builds fp16 or fp32 engines, not {precision.value}")
     _trt()
     _torch_cuda()
-    from .ort_semgir import load_manifest
     from .. import registry
+    from .manifest import load_manifest
 
     manifest = load_manifest(export_dir)
-    size = manifest.get("pipeline", {}).get("size", "full")
+    size = manifest["pipeline"].get("size", "full")
 
     def factory(name: str, onnx_path: Path):
         entries = manifest["components"][name]
         entry = next(e for e in entries.values() if e["file"] == onnx_path.name)
         spec = registry.get(name, size)
-        art = cached_engine(name, onnx_path, entry["sha256"], spec, fp16=fp16, cache_dir=cache_dir)
+        art = cached_engine(name, onnx_path, entry["sha256"], spec, fp16=precision is Precision.FP16,
+                            cache_dir=cache_dir)
         return TrtRunner(art.path(f"{name}.engine"), cuda_graphs=cuda_graphs)
 
     return factory
-
-
-class TrtSemgir:
-    """The SemGIR stages with every graph on TensorRT: engines come from the export directory's
-    ONNX files (fp16 graphs preferred) through the artifact cache. Same decoding, tokenizers,
-    scheduler and noise as :class:`.ort_semgir.OrtSemgir`."""
-
-    def __new__(cls, export_dir, cache_dir: str | os.PathLike | None = None, cuda_graphs: bool = True,
-                fp16: bool = True, **kw):
-        factory = engine_factory(export_dir, cache_dir, cuda_graphs, fp16)
-        kw.setdefault("precision", "fp16" if fp16 else "fp32")
-        stages = _semgir_base()(export_dir, runner_factory=factory, **kw)
-        stages.providers = ["tensorrt"]
-        return stages
-
-
-def trt_patch_detector(export_dir, cache_dir: str | os.PathLike | None = None, fp16: bool = True):
-    """The patch-shuffle detector with its CNN as a TensorRT engine (see :mod:`.ort_patch`)."""
-    from .ort_patch import OrtPatchDetector
-
-    return OrtPatchDetector(export_dir, precision="fp16" if fp16 else "fp32",
-                            runner_factory=engine_factory(export_dir, cache_dir, fp16=fp16), backend="tensorrt")

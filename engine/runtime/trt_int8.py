@@ -133,7 +133,7 @@ def int8_engine_factory(export_dir, calibration_ref: str | None = None, cache_di
     the component's QDQ graph when the manifest has one, else from its fp32 graph calibrated on
     ``tensors[component]`` (see :func:`semgir_engine.calibration.tensors.calibration_tensors`)."""
     from .. import registry
-    from .ort_semgir import load_manifest
+    from .manifest import load_manifest
     from .trt import TrtRunner
 
     _trt()

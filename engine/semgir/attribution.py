@@ -47,89 +47,14 @@ from torch import nn
 
 from ..errors import SemgirError
 from . import configs
-from .features import Branch, FeatureVersion
-from .models import RegenConfig, Regenerator, SemgirHead
+from .features import Branch
+from .attribution_runtime import (ATTR_FILE, ATTR_JSON, SPEC_FILE, Attribution, GeneratorSpec, SpecError,  # noqa: F401
+                                  parse_generators, read_generators)
+from .models import SemgirHead
 from .sources import ModelSource
 from .train import FitConfig, History, choose_threshold, fit, jsonable, write_checkpoint
 
 log = logging.getLogger(__name__)
-
-ATTR_FILE = "attribution.pt"
-ATTR_JSON = "attribution.json"
-SPEC_FILE = "generators.json"
-_SPEC_KEYS = ("name", "models", "seed", "steps", "guidance_scale", "scheduler", "resolution")
-
-
-class SpecError(SemgirError):
-    """A generators spec file is missing or malformed."""
-
-
-@dataclass(frozen=True)
-class GeneratorSpec:
-    name: str
-    models: str | None = None
-    seed: int = 0
-    steps: int = 4
-    guidance_scale: float = 1.0
-    scheduler: str = "auto"
-    resolution: int | None = None
-
-    @property
-    def source(self) -> ModelSource:
-        return ModelSource.parse(self.models, seed=self.seed)
-
-    @property
-    def regen(self) -> RegenConfig:
-        return RegenConfig(steps=self.steps, guidance_scale=self.guidance_scale, scheduler=self.scheduler,
-                           resolution=self.resolution)
-
-    @classmethod
-    def from_dict(cls, d: dict, where: str) -> "GeneratorSpec":
-        if not isinstance(d, dict):
-            raise SpecError(f"{where}: each generator must be an object, got {type(d).__name__}")
-        unknown = sorted(set(d) - set(_SPEC_KEYS))
-        if unknown:
-            raise SpecError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(_SPEC_KEYS)}")
-        name = d.get("name")
-        if not isinstance(name, str) or not name.strip() or name.strip().lower() == "real":
-            raise SpecError(f"{where}: every generator needs a 'name' (not empty, not 'real')")
-        models = d.get("models")
-        if models not in (None, "tiny", "random", "auto", "real") and not os.path.isabs(str(models)):
-            base = Path(where).resolve().parent if os.path.exists(where) else Path.cwd()
-            models = str((base / str(models)).resolve())
-        try:
-            return cls(name=name.strip(), models=models, seed=int(d.get("seed", 0)), steps=int(d.get("steps", 4)),
-                       guidance_scale=float(d.get("guidance_scale", 1.0)), scheduler=str(d.get("scheduler", "auto")),
-                       resolution=None if d.get("resolution") is None else int(d["resolution"]))
-        except (TypeError, ValueError) as exc:
-            raise SpecError(f"{where}: generator {name!r}: {exc}") from exc
-
-
-def parse_generators(data: dict, where: str = "<spec>") -> list[GeneratorSpec]:
-    gens = data.get("generators") if isinstance(data, dict) else None
-    if not isinstance(gens, list) or not gens:
-        raise SpecError(f"{where}: expected an object with a non-empty 'generators' list")
-    specs = [GeneratorSpec.from_dict(g, where) for g in gens]
-    names = [s.name for s in specs]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise SpecError(f"{where}: duplicate generator name(s) {', '.join(dup)}")
-    return specs
-
-
-def read_generators(path: str | os.PathLike) -> tuple[list[GeneratorSpec], Path | None]:
-    """The generators of a spec file, and its trained heads' path when it names one."""
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError as exc:
-        raise SpecError(f"generators spec not found: {p}") from exc
-    except json.JSONDecodeError as exc:
-        raise SpecError(f"{p} is not JSON: {exc}") from exc
-    specs = parse_generators(data, str(p))
-    heads = data.get("heads")
-    return specs, (p.resolve().parent / heads) if heads else None
-
 
 # ------------------------------------------------------------------------------------------
 # Model
@@ -182,6 +107,8 @@ class AttributionModel(nn.Module):
         logits = self(t(image), t(text), t(np.stack(regen)))
         return logits.softmax(-1)[..., 1].double().numpy()
 
+    predict = probabilities  # the interface of .attribution_runtime.Attribution (reports take either)
+
 
 def load_attribution(path: str | os.PathLike) -> tuple[AttributionModel, dict, list[GeneratorSpec]]:
     """Trained heads from OUT, OUT/generators.json (its ``heads``) or OUT/attribution.pt."""
@@ -210,28 +137,32 @@ def load_attribution(path: str | os.PathLike) -> tuple[AttributionModel, dict, l
     return model.eval(), man, specs or trained
 
 
-class TorchAttributor:
-    """SemGIR-A at scoring time: regenerators of every generator plus the trained heads.
+def generator_stage(spec: GeneratorSpec, device: str = "cpu"):
+    """One generator's regeneration branch on torch (its own weights and sampler settings)."""
+    from .pipeline import REGEN_COMPONENTS, RegenerateStage
+    from .torch_backend import TorchSessions
 
-    Shares the scorer's captioner and embedder (given as ``stages``); implements
-    :class:`.features.Attributor`.
-    """
+    return RegenerateStage(TorchSessions(spec.source, device, REGEN_COMPONENTS), spec.regen)
 
-    def __init__(self, path: str | os.PathLike, device: str = "cpu"):
-        self.model, self.manifest, self.specs = load_attribution(path)
-        self.names = [s.name for s in self.specs]
-        self.base_key = self.manifest.get("base_key", "")
-        self.thresholds = {k: float(v) for k, v in self.manifest.get("thresholds", {}).items()}
-        self.device = torch.device(device)
-        self._regens = [(s, Regenerator.build(s.source, s.regen)) for s in self.specs]
 
-    def branches(self, base: FeatureVersion) -> list[Branch]:
-        from .extract import regenerator_branch
+def torch_attribution(path: str | os.PathLike, device: str = "cpu") -> Attribution:
+    """SemGIR-A on torch from ``train attribution``'s checkpoint (or the generators.json naming it)."""
+    from .. import registry
+    from .components import run_torch
+    from .torch_backend import torch_device
 
-        return [regenerator_branch(s.name, base, s.source, r, self.device) for s, r in self._regens]
+    model, man, specs = load_attribution(path)
+    dev = torch_device(device)
+    model.to(dev)
+    size = "tiny" if model.dim == registry.get("attribution_combiner", "tiny").inputs[0].shape[1] else "full"
+    comb_spec, head_spec = registry.get("attribution_combiner", size), registry.get("semgir_head", size)
 
-    def predict(self, emb_image: np.ndarray, emb_text: np.ndarray, emb_regen: list[np.ndarray]) -> np.ndarray:
-        return self.model.probabilities(emb_image, emb_text, emb_regen)
+    def session(module, spec):
+        return lambda **inputs: run_torch(module, inputs, spec, dev)
+
+    return Attribution([s.name for s in specs], session(model.combiner, comb_spec),
+                       [generator_stage(s, device) for s in specs],
+                       [session(h, head_spec) for h in model.heads], man.get("base_key", ""), man.get("thresholds"))
 
 
 # ------------------------------------------------------------------------------------------
@@ -268,7 +199,7 @@ def attribution_features(manifest_rows, specs: Sequence[GeneratorSpec], models: 
                          feature_cache: str | None = "auto", batch_size: int = 8,
                          progress: bool = True) -> AttributionData:
     """Features of every row for every generator (through the cache)."""
-    from .extract import TorchFeatureStages, extract_rows, feature_version_of, open_cache, regenerator_branch
+    from .extract import TorchFeatureStages, extract_rows, feature_version_of, open_cache
 
     src = ModelSource.parse(models, seed=0)
     stages = TorchFeatureStages(src, None, max_new_tokens, num_beams, device)
@@ -276,8 +207,8 @@ def attribution_features(manifest_rows, specs: Sequence[GeneratorSpec], models: 
     branches = []
     for s in specs:
         log.info("building generator %s (%s, %s)", s.name, s.source.describe(), s.regen)
-        branches.append(regenerator_branch(s.name, base, s.source, Regenerator.build(s.source, s.regen),
-                                           stages.device))
+        stage = generator_stage(s, device)
+        branches.append(Branch(s.name, base.with_regenerator(stage.describe()), stage))
     cache = open_cache(feature_cache, src.random_weights and all(s.source.random_weights for s in specs))
     try:
         ext = extract_rows(stages, branches, manifest_rows, noise_seed, cache, batch_size=batch_size,
@@ -356,12 +287,12 @@ def train_attribution_model(train: AttributionData, val: AttributionData | None,
     return model, hist
 
 
-def attribution_report(model: AttributionModel, data: AttributionData, thresholds: dict[str, float] | None = None,
+def attribution_report(model, data: AttributionData, thresholds: dict[str, float] | None = None,
                        *, n_boot: int = 200, seed: int = 0) -> dict:
     """Per generator one-vs-rest metrics (with counts and intervals) and top-1 accuracy."""
     from ..metrics import binary_report
 
-    probs = model.probabilities(data.image, data.text, list(data.regen))
+    probs = model.predict(data.image, data.text, list(data.regen))
     names = model.names
     out: dict = {"per_generator": {}}
     for k, name in enumerate(names):

@@ -72,7 +72,7 @@ def train_semgir_cmd(manifest, out_dir, steps, guidance_scale, scheduler, resolu
                      noise_seed, extract_batch, device, force, no_progress, epochs, batch_size, lr, val_fraction,
                      patience, hidden, seed):
     """Train the SemGIR detection head (features are cached and reused)."""
-    from .models import RegenConfig
+    from .pipeline import RegenConfig
     from .train import train_semgir
 
     res = train_semgir(manifest, out_dir, models=models,

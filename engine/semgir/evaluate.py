@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SemgirError
-from .models import RegenConfig
+from .pipeline import RegenConfig
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,9 @@ def _regen_from(components: dict) -> tuple[RegenConfig, int, int, int]:
     c = components.get("captioner") or {}
     regen = RegenConfig(steps=int(r.get("steps", 4)), guidance_scale=float(r.get("guidance_scale", 1.0)),
                         scheduler=str(r.get("scheduler", "auto")), resolution=r.get("resolution"))
-    return regen, int(components.get("noise_seed", 0)), int(c.get("max_new_tokens", 20)), int(c.get("num_beams", 1))
+    g = c.get("generation") or {}
+    return (regen, int(components.get("noise_seed", 0)), int(g.get("max_length", 21)) - 1,
+            int(g.get("num_beams", 1)))
 
 
 def evaluate_semgir(manifest: str | os.PathLike, head: str | os.PathLike, *, attribution: str | os.PathLike | None = None,
@@ -40,7 +42,7 @@ def evaluate_semgir(manifest: str | os.PathLike, head: str | os.PathLike, *, att
     """Metrics of a trained detection head (and attribution heads) on ``manifest``."""
     from ..datasets import read_manifest
     from ..metrics import binary_report
-    from .attribution import AttributionData, TorchAttributor, attribution_report, row_generator
+    from .attribution import AttributionData, attribution_report, row_generator, torch_attribution
     from .extract import TorchFeatureStages, extract_rows, feature_version_of, open_cache
     from .features import Branch
     from .sources import ModelSource
@@ -63,7 +65,7 @@ def evaluate_semgir(manifest: str | os.PathLike, head: str | os.PathLike, *, att
     branches = [Branch("detect", version, stages.regenerate)]
     attributor = None
     if attribution is not None:
-        attributor = TorchAttributor(attribution, device)
+        attributor = torch_attribution(attribution, device)
         if attributor.base_key != version.base_key():
             log.warning("the attribution heads were trained on other captioner/embedder features")
         branches += attributor.branches(version)
@@ -103,7 +105,7 @@ def evaluate_semgir(manifest: str | os.PathLike, head: str | os.PathLike, *, att
             text=np.stack([f.emb_text for f in ext.features[0]]),
             regen=np.stack([np.stack([f.emb_regen for f in fb]) for fb in ext.features[1:]]).reshape(len(names), -1, d),
             targets=targets, rows=ext.rows, skipped=[])
-        out["attribution"] = attribution_report(attributor.model, adata, attributor.thresholds, n_boot=n_boot,
+        out["attribution"] = attribution_report(attributor, adata, attributor.thresholds, n_boot=n_boot,
                                                 seed=seed)
     return out
 

@@ -11,86 +11,37 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from ..errors import InputError, SemgirError
 from ..featcache import FeatureCache, Features
 from ..images import load_image
-from ..preprocess import preprocess_batch
-from .features import (Branch, FeatureVersion, describe_captioner, describe_embedder, describe_regenerator,
-                       extract_features)
-from .models import Captioner, Embedder, RegenConfig, Regenerator, to_uint8
+from .features import Branch, FeatureVersion, extract_features
+from .pipeline import CAPTION_COMPONENTS, EMBED_COMPONENTS, REGEN_COMPONENTS, CaptionConfig, RegenConfig, SemgirPipeline
 from .sources import ModelSource
 
 log = logging.getLogger(__name__)
 
 
-def regenerator_description(src: ModelSource, regen: Regenerator) -> dict:
-    return describe_regenerator(src, regen.scheduler_name, regen.cfg.steps, regen.cfg.guidance_scale,
-                                regen.resolution, regen.has_lcm)
-
-
 def feature_version_of(stages, seed: int) -> FeatureVersion:
-    """Version key of a loaded :class:`~.torch_backend.TorchSemgir` (or :class:`TorchFeatureStages`)."""
-    src = stages.src
-    cap = stages.captioner
+    """Version key of the features a loaded pipeline computes (any backend)."""
     regen = stages.regenerator
-    return FeatureVersion.make(captioner=describe_captioner(src, cap.max_new_tokens, cap.num_beams),
-                               regenerator=regenerator_description(src, regen) if regen is not None else {},
-                               embedder=describe_embedder(src), seed=seed, device=str(stages.device))
+    return FeatureVersion.make(captioner=stages.captioner.describe(),
+                               regenerator=regen.describe() if regen is not None else {},
+                               embedder=stages.embedder.describe(), seed=seed, device=stages.device)
 
 
-class TorchFeatureStages:
-    """Captioner, regenerator and embedder of one model source (no head)."""
+class TorchFeatureStages(SemgirPipeline):
+    """Captioner, regenerator and embedder of one model source on torch, no head (training comes first)."""
 
     def __init__(self, src: ModelSource, regen: RegenConfig | None = RegenConfig(), max_new_tokens: int = 20,
                  num_beams: int = 1, device: str = "cpu"):
         """``regen=None``: no regenerator of its own (attribution brings one per generator)."""
-        self.src, self.device = src, torch.device(device)
-        self.random_weights = src.random_weights
-        self.captioner = Captioner.build(src, max_new_tokens=max_new_tokens, num_beams=num_beams)
-        self.regenerator = Regenerator.build(src, regen) if regen is not None else None
-        self.embedder = Embedder.build(src)
-        mods = [self.captioner.model, self.embedder.model]
-        if self.regenerator is not None:
-            mods += [self.regenerator.text_encoder, self.regenerator.unet, self.regenerator.vae]
-        for m in mods:
-            m.to(self.device)
+        from .torch_backend import TorchSessions
 
-    @property
-    def dim(self) -> int:
-        return self.embedder.dim
-
-    def _tensor(self, arr: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(arr).to(self.device)
-
-    def caption(self, images: list[np.ndarray]) -> list[str]:
-        return self.captioner(self._tensor(preprocess_batch(images, self.captioner.preprocess)))
-
-    def regenerate(self, captions: list[str], seeds: list[int]) -> list[np.ndarray]:
-        if self.regenerator is None:
-            raise SemgirError("these feature stages were built without a regenerator")
-        return to_uint8(self.regenerator(captions, seeds))
-
-    @torch.no_grad()
-    def embed_images(self, images: list[np.ndarray]) -> np.ndarray:
-        return self.embedder.images(self._tensor(preprocess_batch(images, self.embedder.preprocess))).cpu().numpy()
-
-    @torch.no_grad()
-    def embed_texts(self, texts: list[str]) -> np.ndarray:
-        return self.embedder.texts(texts).cpu().numpy()
-
-
-def regenerator_branch(name: str, base: FeatureVersion, src: ModelSource, regen: Regenerator,
-                       device: torch.device) -> Branch:
-    """A branch that regenerates with ``regen`` (another generator's weights and config)."""
-    for m in (regen.text_encoder, regen.unet, regen.vae):
-        m.to(device)
-
-    def run(captions: list[str], seeds: list[int]) -> list[np.ndarray]:
-        return to_uint8(regen(captions, seeds))
-
-    return Branch(name, base.with_regenerator(regenerator_description(src, regen)), run)
+        comps = CAPTION_COMPONENTS + EMBED_COMPONENTS + (REGEN_COMPONENTS if regen is not None else ())
+        self.src = src
+        super().__init__(TorchSessions(src, device, comps), regen, CaptionConfig(max_new_tokens, num_beams),
+                         head=False)
 
 
 @dataclass

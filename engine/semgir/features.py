@@ -27,18 +27,12 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from ..featcache import FeatureCache, Features
-from ..spec import ModelSize
-from . import configs
 from .pipeline import SemgirOutput, StageTimer, image_seed
-from .sources import CLIP_FILES, ModelSource
 
 log = logging.getLogger(__name__)
 
-FEATURE_SCHEMA = 1
-_LIBS = ("torch", "diffusers", "transformers", "open_clip_torch")
-_PART_FILES = {"blip": ("config.json",), "sd": ("model_index.json",), "clip": CLIP_FILES,
-               "lcm-lora": ("pytorch_lora_weights.safetensors",)}
-_PART_CONFIGS = {"blip": ("BLIP",), "sd": ("SD_TEXT", "SD_UNET", "SD_VAE", "SD_RESOLUTION"), "clip": ("CLIP",)}
+FEATURE_SCHEMA = 2
+_LIBS = ("torch", "diffusers", "transformers", "open_clip_torch", "onnxruntime", "tokenizers")
 
 
 def _digest(obj) -> str:
@@ -56,8 +50,9 @@ def _lib_versions() -> dict[str, str | None]:
 
 
 #: the engine's source files whose code computes features; an edit to any of them is a new version
-_CODE_FILES = ("images.py", "preprocess.py", "spec.py", "semgir/models.py", "semgir/configs.py",
-               "semgir/torch_backend.py", "semgir/extract.py", "semgir/pipeline.py")
+_CODE_FILES = ("images.py", "preprocess.py", "spec.py", "registry.py", "semgir/models.py", "semgir/configs.py",
+               "semgir/components.py", "semgir/pipeline.py", "semgir/decoding.py", "runtime/scheduler.py",
+               "runtime/tokenizers.py")
 
 
 def _code_digest() -> str:
@@ -69,34 +64,6 @@ def _code_digest() -> str:
         except OSError:
             h.update(rel.encode() + b"<missing>")
     return h.hexdigest()[:16]
-
-
-def _folder_fingerprint(folder: Path) -> str:
-    """Names, sizes and mtimes of every weight file under ``folder`` (stat only, no reading)."""
-    items = []
-    for p in sorted(folder.rglob("*")):
-        rel = p.relative_to(folder).as_posix()
-        if any(part.startswith(".") for part in rel.split("/")):
-            continue
-        try:
-            st = p.stat()  # follows the HF cache's symlinks to the blobs
-        except OSError:
-            continue
-        if p.is_file():
-            items.append((rel, st.st_size, st.st_mtime_ns))
-    return _digest(items)
-
-
-def source_fingerprint(src: ModelSource, part: str) -> dict:
-    """What identifies component ``part`` (blip | sd | lcm-lora | clip) of ``src``."""
-    if src.size is not ModelSize.REAL:
-        key = "tiny" if src.size is ModelSize.TINY else "full"
-        cfg = {name: getattr(configs, name)[key] for name in _PART_CONFIGS.get(part, ())}
-        return {"size": src.size.value, "seed": src.seed, "config": _digest(cfg)[:16]}
-    folder = src.find(part, _PART_FILES.get(part, ()), required=False)
-    if folder is None:
-        return {"size": "real", "folder": None}
-    return {"size": "real", "folder": str(folder), "files": _folder_fingerprint(folder)[:32]}
 
 
 @dataclass(frozen=True)
@@ -111,13 +78,7 @@ class FeatureVersion:
         desc = {"schema": FEATURE_SCHEMA, "captioner": captioner, "regenerator": regenerator, "embedder": embedder,
                 "noise_seed": int(seed), "device": device.split(":")[0], "libraries": _lib_versions(),
                 "code": _code_digest()}
-        # the folder path is for people; the key hashes the files' fingerprints, so moving weights keeps it
-        hashed = json.loads(json.dumps(desc, default=str))
-        for part in ("captioner", "regenerator", "embedder"):
-            for sub in hashed[part].values():
-                if isinstance(sub, dict):
-                    sub.pop("folder", None)
-        return cls(_digest(hashed)[:32], desc)
+        return cls(_digest(json.loads(json.dumps(desc, default=str)))[:32], desc)
 
     @property
     def seed(self) -> int:
@@ -130,31 +91,11 @@ class FeatureVersion:
                                    seed=d["noise_seed"], device=d["device"])
 
     def base_key(self) -> str:
-        """Hash of the captioner and embedder only (what attribution heads must agree on)."""
+        """Hash of the captioner's and embedder's weights and decoding settings (what attribution heads must
+        agree on), the same on every backend."""
         d = json.loads(json.dumps(self.description, default=str))
-        for part in ("captioner", "embedder"):
-            for sub in d[part].values():
-                if isinstance(sub, dict):
-                    sub.pop("folder", None)
-        return _digest([d["captioner"], d["embedder"], d["device"], d["libraries"], d.get("code")])[:32]
-
-
-def describe_captioner(src: ModelSource, max_new_tokens: int, num_beams: int) -> dict:
-    return {"weights": source_fingerprint(src, "blip"), "max_new_tokens": int(max_new_tokens),
-            "num_beams": int(num_beams)}
-
-
-def describe_regenerator(src: ModelSource, scheduler: str, steps: int, guidance_scale: float, resolution: int,
-                         lcm: bool) -> dict:
-    d = {"weights": source_fingerprint(src, "sd"), "scheduler": scheduler, "steps": int(steps),
-         "guidance_scale": float(guidance_scale), "resolution": int(resolution)}
-    if lcm:
-        d["lcm_lora"] = source_fingerprint(src, "lcm-lora")
-    return d
-
-
-def describe_embedder(src: ModelSource) -> dict:
-    return {"weights": source_fingerprint(src, "clip")}
+        weights = [d[p].get("weights", {}).get("source") for p in ("captioner", "embedder")]
+        return _digest([weights, d["captioner"].get("generation")])[:32]
 
 
 # ------------------------------------------------------------------------------------------
@@ -174,7 +115,7 @@ class Branch:
 
     name: str
     version: FeatureVersion
-    regenerate: Callable[[list[str], list[int]], list[np.ndarray]]
+    regenerate: Callable[[list[str], list[int]], list[np.ndarray]]  # e.g. a pipeline.RegenerateStage
 
 
 def image_key(sha256: str | None, pixels: np.ndarray) -> str:

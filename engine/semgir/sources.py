@@ -16,6 +16,8 @@ Real weights are looked up, strictly offline, in this order:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,3 +109,29 @@ class ModelSource:
 
     def available(self, part: str, must_contain: tuple[str, ...] = ()) -> bool:
         return self.find(part, must_contain, required=False) is not None
+
+
+def weights_fingerprint(src) -> dict:
+    """What the weights are: tiny/random (seed + torch version: random init depends on it) or real
+    (the HF snapshot revision when the folder is one, else a fingerprint of file names, sizes, mtimes)."""
+    if src.size is not ModelSize.REAL:
+        import torch  # random init depends on the torch version
+
+        return {"kind": src.size.value, "seed": src.seed, "fingerprint": f"{src.size.value}-seed{src.seed}-torch{torch.__version__}"}
+    parts = {}
+    for part in ("blip", "sd", "clip", "head", "lcm-lora"):
+        folder = src.find(part, (), required=False)
+        if folder is None:
+            continue
+        if folder.parent.name == "snapshots":
+            parts[part] = f"revision:{folder.name}"
+            continue
+        h = hashlib.sha256()
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                st = p.stat()
+                h.update(f"{p.relative_to(folder)}:{st.st_size}:{st.st_mtime_ns};".encode())
+        parts[part] = f"files:{h.hexdigest()[:16]}"
+    blob = json.dumps(parts, sort_keys=True)
+    return {"kind": "real", "root": str(src.root) if src.root else None, "parts": parts,
+            "fingerprint": hashlib.sha256(blob.encode()).hexdigest()[:16]}

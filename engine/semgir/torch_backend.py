@@ -1,53 +1,75 @@
-"""PyTorch reference backend of the SemGIR stages."""
+"""The PyTorch backend: component sessions from torch modules (the reference the exports are validated against).
+
+:class:`TorchSessions` is a :class:`.pipeline.SessionProvider`: each registry component is its torch
+wrapper (:mod:`.components`, the same module export traces), run on numpy inputs by spec order. The
+pipeline settings and tokenizer files are the ones an export would write (:func:`.components.pipeline_settings`),
+so the torch and exported backends run the same loops on the same settings.
+"""
 
 from __future__ import annotations
 
-import numpy as np
+import logging
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
 import torch
 
-from ..preprocess import preprocess_batch
-from .models import Captioner, Embedder, RegenConfig, Regenerator, SemgirHead, to_uint8
+from .. import registry
+from ..errors import SemgirError
+from ..spec import ModelSize
+from .components import Bundles, pipeline_settings, run_torch
 from .sources import ModelSource
 
+log = logging.getLogger(__name__)
 
-class TorchSemgir:
-    """Builds (or loads) every SemGIR component once; implements :class:`.pipeline.SemgirStages`."""
 
-    def __init__(self, src: ModelSource, regen: RegenConfig = RegenConfig(), max_new_tokens: int = 20,
-                 num_beams: int = 1, device: str = "cpu"):
-        self.src, self.device = src, torch.device(device)
-        self.captioner = Captioner.build(src, max_new_tokens=max_new_tokens, num_beams=num_beams)
-        self.regenerator = Regenerator.build(src, regen)
-        self.embedder = Embedder.build(src)
-        self.head, self.head_manifest = SemgirHead.build(src, self.embedder.dim)
-        for m in (self.captioner.model, self.regenerator.text_encoder, self.regenerator.unet,
-                  self.regenerator.vae, self.embedder.model, self.head):
-            m.to(self.device)
+def torch_device(device: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``cuda:N``; refused clearly when that GPU is not there (never another one)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise SemgirError(f"invalid device {device!r} (cpu, cuda, cuda:N)") from exc
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        idx = dev.index or 0
+        if idx >= n:
+            raise SemgirError(f"device {device!r} asked for, but this machine has {n} CUDA device(s)"
+                              + ("" if n else " (or torch has no CUDA)"))
+    elif dev.type != "cpu":
+        raise SemgirError(f"device {device!r}: only cpu and cuda[:N] are supported")
+    return dev
+
+
+class TorchSessions:
+    """Torch modules of one model source as component sessions (built on first use)."""
+
+    kind = "torch"
+
+    def __init__(self, src: ModelSource, device: str = "cpu", components: Iterable[str] | None = None,
+                 bundles: Bundles | None = None):
+        """``components``: the ones the caller will use (default: the SemGIR pipeline's); their settings are
+        computed now (which builds their weights)."""
+        self.src, self.device = src, torch_device(device)
+        self.bundles = bundles or Bundles(src)
+        self._assets = tempfile.TemporaryDirectory(prefix="semgir-assets-")
+        self.asset_dir = Path(self._assets.name)
+        names = set(components or registry.PIPELINE_COMPONENTS + ("clip_text",))
+        self.settings = pipeline_settings(names, self.bundles, self.asset_dir)
         self.random_weights = src.random_weights
-        self.threshold = float(self.head_manifest.get("threshold", 0.5))
-        r = self.regenerator
-        self.version = (f"{self.head_manifest.get('version', 'semgir-head')}"
-                        f"+{r.scheduler_name}{r.cfg.steps}-g{r.cfg.guidance_scale:g}-{r.resolution}px")
+        self._size = "tiny" if src.size is ModelSize.TINY else "full"
+        self._sessions: dict = {}
 
-    def _tensor(self, arr: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(arr).to(self.device)
+    def has(self, name: str) -> bool:
+        return name in registry.names()
 
-    def caption(self, images: list[np.ndarray]) -> list[str]:
-        return self.captioner(self._tensor(preprocess_batch(images, self.captioner.preprocess)))
+    def session(self, name: str):
+        if name not in self._sessions:
+            module = self.bundles.module(name).to(self.device)
+            spec = registry.get(name, self._size)
+            dev = self.device
+            self._sessions[name] = lambda **inputs: run_torch(module, inputs, spec, dev)
+        return self._sessions[name]
 
-    def regenerate(self, captions: list[str], seeds: list[int]) -> list[np.ndarray]:
-        return to_uint8(self.regenerator(captions, seeds))
-
-    @torch.no_grad()
-    def embed_images(self, images: list[np.ndarray]) -> np.ndarray:
-        x = self._tensor(preprocess_batch(images, self.embedder.preprocess))
-        return self.embedder.images(x).cpu().numpy()
-
-    @torch.no_grad()
-    def embed_texts(self, texts: list[str]) -> np.ndarray:
-        return self.embedder.texts(texts).cpu().numpy()
-
-    @torch.no_grad()
-    def classify(self, features: np.ndarray) -> np.ndarray:
-        logits = self.head(self._tensor(features.astype(np.float32)))
-        return logits.softmax(-1)[:, 1].double().cpu().numpy()
+    def describe(self) -> dict:
+        return {"source": self.settings["source"]}

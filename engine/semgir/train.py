@@ -36,7 +36,8 @@ from torch import nn
 
 from ..errors import SemgirError
 from . import configs
-from .models import RegenConfig, SemgirHead
+from .models import SemgirHead
+from .pipeline import RegenConfig
 from .sources import ModelSource
 
 log = logging.getLogger(__name__)
@@ -112,17 +113,14 @@ def fit(model: nn.Module, loss_on: Callable[[torch.Tensor], torch.Tensor], n_tra
 
 
 def choose_threshold(y: np.ndarray, p: np.ndarray) -> float:
-    """Threshold with the best balanced accuracy (ties: nearest 0.5); 0.5 without both classes."""
-    from ..metrics import balanced_accuracy
+    """The decision threshold (best balanced accuracy, ties nearest 0.5: the one chooser in
+    :mod:`..calibration`); 0.5 when the validation data lack a class."""
+    from ..calibration import choose_threshold as best_threshold
 
-    y, p = np.asarray(y), np.asarray(p, np.float64)
+    y = np.asarray(y)
     if y.size == 0 or y.min() == y.max():
         return 0.5
-    u = np.unique(p)
-    cands = np.unique(np.r_[0.5, (u[:-1] + u[1:]) / 2.0, u])
-    scores = np.array([balanced_accuracy(y, (p >= t).astype(float)) for t in cands])
-    best = np.flatnonzero(scores >= scores.max() - 1e-12)
-    return float(cands[best[np.argmin(np.abs(cands[best] - 0.5))]])
+    return best_threshold(p, y)
 
 
 def jsonable(obj):
