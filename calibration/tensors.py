@@ -125,12 +125,15 @@ def record_semgir(export_dir: str | os.PathLike, images: Sequence[np.ndarray], n
     need = {PIPELINE_STAGE[n] for n in names if n in PIPELINE_STAGE}
     bs = settings.batch_size
     batches = [todo[i : i + bs] for i in range(0, len(todo), bs)]
+    log.info("calibration: captioning %d images", len(todo))
     captions = [stages.caption(b) for b in batches]
     release("caption")
     if need <= {"caption"}:
         return stores
+    log.info("calibration: regenerating %d images (%d steps)", len(todo), settings.steps)
     regen = [stages.regenerate(c, [settings.seed + i * bs + k for k in range(len(c))]) for i, c in enumerate(captions)]
     release("regenerate")
+    log.info("calibration: embedding and classifying")
     if need <= {"caption", "regenerate"}:
         return stores
     feats = []
