@@ -257,7 +257,7 @@ def qexport(tmp_path_factory):
     d = tmp / "export"
     shutil.copytree(tiny_export_dir()[0], d)
     cs = draw_calibration_set(_data(tmp, 16), "tiny-cal", n_real=8, n_ai=8)
-    cache = tmp / "cache"
+    cache = tmp / "c" / "artifacts"  # = the CLI's cache under SEMGIR_CACHE=tmp/c: later tests reuse the recording
     names = ["patch_cnn", "vae_decoder", "unet", "semgir_head"]
     res = quantize_export(d, names, cs, settings=PipelineSettings(batch_size=4), data_dir=tmp / "data",
                           cache_dir=cache)
@@ -400,7 +400,7 @@ def test_bench_precision_tiny(qexport, tmp_path):
     r = CliRunner().invoke(main, ["bench-precision", "--export-dir", str(d), "--components", "vae_decoder",
                                   "--batch-sizes", "2", "--models", "tiny", "--calibration-set", str(f),
                                   "--data-dir", str(tmp / "data"), "--repeats", "1", "--threads", "1",
-                                  "--out", str(out)], env={"SEMGIR_CACHE": str(tmp / "benchcache")})
+                                  "--out", str(out)], env={"SEMGIR_CACHE": str(tmp / "c")})
     assert r.exit_code == 0, r.output
     data = json.loads((out / "results.json").read_text())
     rows = {(x["backend"], x["precision"]): x for x in data["components"]}
