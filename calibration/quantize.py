@@ -295,7 +295,7 @@ def quantize_export(export_dir: str | os.PathLike, components: Iterable[str], ca
 
         raise UnknownNameError("quantization backend", bad[0], BACKENDS)
     manifest = load_manifest(export_dir)
-    size = manifest.get("pipeline", {}).get("size") or _size_of(manifest, names)
+    size = _size_of(manifest, names)  # from the graphs' own spec digests (a folder can mix sizes)
     tensors = calibration_tensors(export_dir, calib, names, settings=settings, data_dir=data_dir, cache_dir=cache_dir)
     cache = ArtifactCache(cache_dir)
     versions = _versions()

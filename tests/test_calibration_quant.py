@@ -410,3 +410,22 @@ def test_bench_precision_tiny(qexport, tmp_path):
     assert rows[("onnxruntime", "fp32")]["max_abs_diff"] < 1e-3
     assert all(x["cosine"] >= 0.98 for x in rows.values())
     assert "| vae_decoder | openvino | int8 | 2 |" in (out / "README.md").read_text()
+
+
+def test_openvino_fallbacks(qexport):
+    """int8 without an accepted IR runs bf16; bf16 rejected at validation runs fp32."""
+    import copy
+
+    from semgir_engine.runtime.manifest import load_manifest
+    from semgir_engine.runtime.openvino import openvino_graph
+
+    d = qexport[0]
+    m = load_manifest(d)
+    path, p = openvino_graph(d, m, "patch_cnn", "int8")
+    assert p is Precision.INT8 and path.name.endswith(".xml")
+    m2 = copy.deepcopy(m)
+    m2["components"]["patch_cnn"].pop("int8")
+    assert openvino_graph(d, m2, "patch_cnn", "int8") == (d / m["components"]["patch_cnn"]["fp32"]["file"], Precision.BF16)
+    m2["quantization"]["patch_cnn"]["openvino-bf16"]["accepted"] = False
+    assert openvino_graph(d, m2, "patch_cnn", "int8")[1] is Precision.FP32
+    assert openvino_graph(d, m2, "patch_cnn", "bf16")[1] is Precision.FP32

@@ -112,12 +112,15 @@ class OvRunner:
 
 def openvino_graph(export_dir: str | os.PathLike, manifest: Mapping, name: str,
                    precision: Precision | str) -> tuple[Path, Precision]:
-    """(graph file, compute precision) of one component for ``precision`` on OpenVINO: the INT8 IR
-    when one was accepted, else the fp32 ONNX graph (INT8 asked but unavailable -> bf16, logged)."""
+    """(graph file, compute precision) of one component for ``precision`` on OpenVINO. int8: the
+    accepted nncf IR, else bf16, else fp32; bf16: when validated (an export quantized with
+    ``semgir-engine quantize`` records whether it held), else fp32. Each fallback is logged; the
+    manifest's ``quantization`` record says why."""
     from .manifest import ExportDirError, component_entry
 
     p = Precision.parse(precision)
     entries = manifest.get("components", {}).get(name, {})
+    record = manifest.get("quantization", {}).get(name, {})
     if p is Precision.INT8:
         ov_entry = (entries.get("int8") or {}).get("openvino")
         if ov_entry:
@@ -125,10 +128,12 @@ def openvino_graph(export_dir: str | os.PathLike, manifest: Mapping, name: str,
             if not path.is_file():
                 raise ExportDirError(f"{path} is listed in the manifest but missing")
             return path, Precision.INT8
-        why = (manifest.get("quantization", {}).get(name, {}).get("openvino-int8", {}) or {}).get("reason",
-                                                                                                 "not quantized")
-        log.warning("%s: no accepted OpenVINO INT8 graph (%s); running it at bf16", name, why)
+        why = (record.get("openvino-int8") or {}).get("reason") or "not quantized"
         p = Precision.BF16
+        log.warning("%s: no accepted OpenVINO INT8 graph (%s); trying bf16", name, why)
+    if p is Precision.BF16 and (record.get("openvino-bf16") or {}).get("accepted") is False:
+        log.warning("%s: bf16 was rejected at validation (%s); running fp32", name, record["openvino-bf16"]["reason"])
+        p = Precision.FP32
     path, _ = component_entry(export_dir, manifest, name, "fp32")
     return path, p
 
