@@ -13,8 +13,9 @@ import sys
 import click
 
 from . import __version__
-from .cli_options import models_option, scorer_options
+from .cli_options import D, models_option, scorer_options
 from .errors import SemgirError, UnknownNameError
+from .runtime.scheduler import SCHEDULERS
 
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 log = logging.getLogger("semgir_engine")
@@ -76,14 +77,14 @@ def main(verbose: int, quiet: bool) -> None:
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "parquet"]), default=None,
               help="Output format (default: from the --out extension, else jsonl).")
 @scorer_options
-@click.option("--batch-size", "-b", type=click.IntRange(1), default=8, show_default=True)
-@click.option("--guidance-scale", type=float, default=1.0, show_default=True, help="1.0 = no classifier-free guidance.")
-@click.option("--scheduler", type=click.Choice(["auto", "dpm++", "lcm", "ddim", "pndm", "euler"]), default="auto",
+@click.option("--batch-size", "-b", type=click.IntRange(1), default=D.batch_size, show_default=True)
+@click.option("--guidance-scale", type=float, default=D.guidance_scale, show_default=True, help="1.0 = no classifier-free guidance.")
+@click.option("--scheduler", type=click.Choice(("auto",) + SCHEDULERS), default=D.scheduler,
               show_default=True, help="auto: LCM when LCM-LoRA weights are present, else DPM-Solver++.")
 @click.option("--resolution", type=click.IntRange(32), default=None, help="Regeneration size in px (default 512).")
 @click.option("--paper-reference", is_flag=True, help="The paper's regeneration: 50 PNDM steps, guidance 7.5.")
-@click.option("--max-new-tokens", type=click.IntRange(1), default=20, show_default=True)
-@click.option("--num-beams", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(1), default=D.max_new_tokens, show_default=True)
+@click.option("--num-beams", type=click.IntRange(1), default=D.num_beams, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run: skip inputs already in --out.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 @click.option("--num-shards", type=click.IntRange(1), default=1, show_default=True,

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import click
 
-from .scorer import BACKENDS, METHODS, PRECISIONS
+from .scorer import BACKENDS, METHODS, PRECISIONS, ScorerConfig
+
+D = ScorerConfig()  # one set of defaults: the API's
 
 
 def models_option(f):
@@ -20,11 +22,12 @@ def models_option(f):
 def scorer_options(f):
     """--method --models --backend --device --export-dir --precision --steps --seed --patch-model."""
     options = [
-        click.option("--method", type=click.Choice(METHODS), default="auto", show_default=True,
+        click.option("--method", type=click.Choice(METHODS), default=D.method, show_default=True,
                      help="auto: SemGIR when its models are given or found, else the shipped patch detector."),
         models_option,
-        click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True),
-        click.option("--device", default="cpu", show_default=True, help="torch device (cpu, cuda, cuda:1)."),
+        click.option("--backend", type=click.Choice(BACKENDS), default=D.backend, show_default=True),
+        click.option("--device", default=D.device, show_default=True,
+                     help="cpu, cuda or cuda:N (refused when that GPU is not there)."),
         click.option("--export-dir", type=click.Path(exists=True, file_okay=False, path_type=str), default=None,
                      help="ONNX export (`semgir-engine export`) for --backend onnxruntime|tensorrt|auto: the "
                           "SemGIR pipeline, or patch_cnn for the patch detector."),
@@ -32,8 +35,8 @@ def scorer_options(f):
                      help="Exported graphs to run: onnxruntime defaults to fp32, tensorrt to fp16 engines. A "
                           "precision that was not exported falls back to the one that was, with a warning. bf16 "
                           "runs on openvino; int8 needs `semgir-engine quantize` (onnxruntime, openvino, tensorrt)."),
-        click.option("--steps", type=click.IntRange(1), default=4, show_default=True, help="Regeneration steps."),
-        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--steps", type=click.IntRange(1), default=D.steps, show_default=True, help="Regeneration steps."),
+        click.option("--seed", type=int, default=D.seed, show_default=True),
         click.option("--patch-model", type=click.Path(exists=True), default=None,
                      help="Patch-detector model (model.json or its folder; default: the shipped model)."),
     ]

@@ -29,6 +29,11 @@ def _semgir_specs(size: str) -> list[ComponentSpec]:
     kv_dim = text_cfg.get("hidden_size", 768) // kv_heads
     logits_tol = Tolerance(fp32_atol=2e-4, note="logits over a 30k vocabulary")
     kv = (kv_layers, 2, _B, kv_heads)  # stacked (layers, key/value, batch, heads, ...) cache tensors
+    # the decoder graphs that take a whole prefix (full recompute, and the first cached step)
+    prefix_in = (TensorSpec("input_ids", "int64", (_B, "tokens")),
+                 TensorSpec("encoder_hidden_states", "float32", (_B, n_patches, d.blip_hidden)))
+    prefix_logits = TensorSpec("logits", "float32", (_B, "tokens", d.blip_vocab))
+    prefix_profile = {_B: (1, 2, 16), "tokens": (1, 8, 40)}
     return [
         ComponentSpec(
             "blip_vision", "captioner", "BLIP ViT image encoder",
@@ -37,22 +42,15 @@ def _semgir_specs(size: str) -> list[ComponentSpec]:
             profile={_B: (1, 2, 16)}, preprocess=blip_pp),
         ComponentSpec(
             "blip_text_decoder", "captioner", "BLIP BERT text decoder (logits for every position)",
-            inputs=(TensorSpec("input_ids", "int64", (_B, "tokens")),
-                    TensorSpec("encoder_hidden_states", "float32", (_B, n_patches, d.blip_hidden))),
-            outputs=(TensorSpec("logits", "float32", (_B, "tokens", d.blip_vocab)),),
-            profile={_B: (1, 2, 16), "tokens": (1, 8, 40)},
-            tolerance=logits_tol),
+            inputs=prefix_in, outputs=(prefix_logits,), profile=prefix_profile, tolerance=logits_tol),
         ComponentSpec(
             "blip_text_decoder_init", "captioner",
             "BLIP text decoder, first step with a key/value cache: logits, the prefix's self-attention cache "
             "and the image tokens' cross-attention keys/values",
-            inputs=(TensorSpec("input_ids", "int64", (_B, "tokens")),
-                    TensorSpec("encoder_hidden_states", "float32", (_B, n_patches, d.blip_hidden))),
-            outputs=(TensorSpec("logits", "float32", (_B, "tokens", d.blip_vocab)),
-                     TensorSpec("present", "float32", (*kv, "tokens", kv_dim)),
+            inputs=prefix_in,
+            outputs=(prefix_logits, TensorSpec("present", "float32", (*kv, "tokens", kv_dim)),
                      TensorSpec("cross_present", "float32", (*kv, n_patches, kv_dim))),
-            profile={_B: (1, 2, 16), "tokens": (1, 8, 40)},
-            tolerance=logits_tol),
+            profile=prefix_profile, tolerance=logits_tol),
         ComponentSpec(
             "blip_text_decoder_with_past", "captioner",
             "BLIP text decoder, later steps: one new token per row plus both caches -> logits and the grown "

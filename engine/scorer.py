@@ -200,7 +200,8 @@ class Scorer:
 
             src = ModelSource.parse(c.models, seed=0)
             log.info("loading SemGIR (%s)", src.describe())
-            pipe = SemgirPipeline(TorchSessions(src, c.device), c.regen, c.caption)
+            lcm = c.scheduler in ("auto", "lcm")  # LCM-LoRA weights are fused only for the LCM sampler
+            pipe = SemgirPipeline(TorchSessions(src, c.device, lcm=lcm), c.regen, c.caption)
         self.backend = backend
         self._features = self._load_features(pipe, backend)
         return pipe

@@ -142,7 +142,8 @@ def generator_stage(spec: GeneratorSpec, device: str = "cpu"):
     from .pipeline import REGEN_COMPONENTS, RegenerateStage
     from .torch_backend import TorchSessions
 
-    return RegenerateStage(TorchSessions(spec.source, device, REGEN_COMPONENTS), spec.regen)
+    return RegenerateStage(TorchSessions(spec.source, device, REGEN_COMPONENTS,
+                                         lcm=spec.regen.scheduler in ("auto", "lcm")), spec.regen)
 
 
 def torch_attribution(path: str | os.PathLike, device: str = "cpu") -> Attribution:

@@ -47,11 +47,11 @@ class TorchSessions:
     kind = "torch"
 
     def __init__(self, src: ModelSource, device: str = "cpu", components: Iterable[str] | None = None,
-                 bundles: Bundles | None = None):
+                 bundles: Bundles | None = None, lcm: bool = True):
         """``components``: the ones the caller will use (default: the SemGIR pipeline's); their settings are
-        computed now (which builds their weights)."""
+        computed now (which builds their weights). ``lcm``: fuse LCM-LoRA weights when present."""
         self.src, self.device = src, torch_device(device)
-        self.bundles = bundles or Bundles(src)
+        self.bundles = bundles or Bundles(src, lcm=lcm)
         self._assets = tempfile.TemporaryDirectory(prefix="semgir-assets-")
         self.asset_dir = Path(self._assets.name)
         names = set(components or registry.PIPELINE_COMPONENTS + ("clip_text",))
