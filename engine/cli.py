@@ -61,7 +61,8 @@ class _Group(click.Group):
     "serve": ".serve_cli:serve_cmd", "triton-repo": ".export.triton:triton_repo_cmd", "eval": ".patch.cli:eval_cmd",
     "eval-semgir": ".semgir.cli:eval_semgir", "cache": ".semgir.cli:cache_group", "bench": ".bench.cli:bench_cmd",
     "export": ".export.cli:export_cmd", "calibrate": ".calibration.cli:calibrate_group",
-    "report": ".report.cli:report_cmd"})
+    "report": ".report.cli:report_cmd", "bench-precision": ".bench.precision:bench_precision_cmd",
+    "quantize": ".calibration.cli:quantize_cmd"})
 @click.version_option(__version__, prog_name="semgir-engine")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")

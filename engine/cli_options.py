@@ -33,7 +33,8 @@ def scorer_options(f):
                           "SemGIR pipeline, or patch_cnn for the patch detector."),
         click.option("--precision", type=click.Choice(PRECISIONS), default=None,
                      help="Exported graphs to run: onnxruntime defaults to fp32, tensorrt to fp16 engines. A "
-                          "precision that was not exported falls back to the one that was, with a warning."),
+                          "precision that was not exported falls back to the one that was, with a warning. bf16 "
+                          "runs on openvino; int8 needs `semgir-engine quantize` (onnxruntime, openvino, tensorrt)."),
         click.option("--steps", type=click.IntRange(1), default=D.steps, show_default=True, help="Regeneration steps."),
         click.option("--seed", type=int, default=D.seed, show_default=True),
         click.option("--patch-model", default=None, metavar="PATH|NAME",

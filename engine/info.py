@@ -24,7 +24,7 @@ def collect_info(models: str | None = None) -> dict[str, dict[str, str]]:
                           "platform": platform.platform()},
         "libraries": {d: _version(d) for d in ("numpy", "pillow", "torch", "torchvision", "diffusers",
                                                "transformers", "open_clip_torch", "onnx", "onnxruntime",
-                                               "onnxruntime-gpu", "tensorrt")},
+                                               "onnxruntime-gpu", "tensorrt", "openvino", "nncf")},
     }
     devices = {"cpu": "yes"}
     if available("torch"):
@@ -37,6 +37,10 @@ def collect_info(models: str | None = None) -> dict[str, dict[str, str]]:
         import onnxruntime as ort
 
         devices["onnxruntime_providers"] = ", ".join(ort.get_available_providers())
+    if available("openvino"):
+        from .runtime.openvino import cpu_capabilities
+
+        devices["openvino_cpu"] = ", ".join(cpu_capabilities())  # BF16 / INT8: reduced precision runs natively
     out["devices"] = devices
     src = ModelSource.parse(models)
     weights = {}
@@ -55,5 +59,6 @@ def collect_info(models: str | None = None) -> dict[str, dict[str, str]]:
     out["weights"] = weights
     out["backends"] = {"torch": "yes" if available("torch") else "no (pip install 'semgir-engine[torch]')",
                        "onnxruntime": "yes" if available("onnxruntime") else "no",
-                       "tensorrt": "yes" if available("tensorrt") else "no"}
+                       "tensorrt": "yes" if available("tensorrt") else "no",
+                       "openvino": "yes" if available("openvino") else "no (pip install 'semgir-engine[openvino]')"}
     return out

@@ -19,6 +19,7 @@ from typing import Iterable, Iterator, Sequence
 
 from .errors import InputError, SemgirError, SystematicError, UnknownNameError
 from .images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, DecodedImage, ImageInput, load_image
+from .precision import resolve_precision
 from .results import Result
 from .semgir.pipeline import CaptionConfig, RegenConfig, StageTimer, run_semgir
 from .spec import Precision
@@ -26,7 +27,7 @@ from .spec import Precision
 log = logging.getLogger(__name__)
 
 METHODS = ("auto", "semgir", "patch", "cascade")
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt", "openvino")
 PRECISIONS = tuple(p.value for p in Precision)
 #: consecutive items failing with the same error before the run is stopped as a systematic fault
 SYSTEMATIC_AFTER = 3
@@ -48,7 +49,7 @@ class ScorerConfig:
     num_beams: int | None = CaptionConfig.num_beams
     patch_model: str | None = None  # a patch-detector checkpoint; None = the shipped default
     export_dir: str | None = None  # ONNX export (`semgir-engine export`): enables onnxruntime / tensorrt
-    precision: Precision | None = None  # exported graphs/engines; None: onnxruntime fp32, tensorrt fp16
+    precision: Precision | None = None  # None: the backend's default (engine.precision: tensorrt fp16, else fp32)
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = DEFAULT_MAX_BYTES
     feature_cache: str | None = None  # SemGIR feature cache (opt-in): a folder, "auto" (see featcache) or None
@@ -161,13 +162,16 @@ class Scorer:
 
             if trt.trt_available():
                 return "tensorrt"
+            if self.config.precision in ("bf16", "int8") and available("openvino"):
+                return "openvino"  # on a CPU, bf16 and INT8 run fastest on OpenVINO (bench/results/precision)
             if available("onnxruntime"):
                 return "onnxruntime"
             return "torch"
         return b
 
     def _precision(self, backend: str) -> Precision:
-        return self.config.precision or (Precision.FP16 if backend == "tensorrt" else Precision.FP32)
+        """The precision ``backend`` runs (its default when none was asked); refused when it cannot."""
+        return resolve_precision(backend, self.config.precision)
 
     def _export_kw(self, backend: str) -> dict:
         """How an exported backend runs its graphs: ONNX Runtime sessions, or TensorRT engines built from them."""
@@ -176,7 +180,16 @@ class Scorer:
             raise SemgirError(f"backend {backend!r} needs an export directory (--export-dir), made with "
                               "`semgir-engine export`")
         kw = {"precision": self._precision(backend), "device": c.device}
-        if backend == "tensorrt":
+        if backend == "openvino":  # bf16 and int8 come from the fp32 graphs (precision hint, nncf IR)
+            from .runtime.openvino import ov_factory
+
+            kw.update(runner_factory=ov_factory(c.export_dir, kw["precision"]), kind=f"openvino-{kw['precision'].value}",
+                      precision=Precision.FP32)
+        elif backend == "tensorrt" and kw["precision"] is Precision.INT8:  # from the QDQ graphs or calibrated
+            from .runtime.trt_int8 import int8_engine_factory
+
+            kw.update(runner_factory=int8_engine_factory(c.export_dir), kind="tensorrt-int8", precision=Precision.FP32)
+        elif backend == "tensorrt":
             from .runtime.trt import engine_factory
 
             kw.update(runner_factory=engine_factory(c.export_dir, precision=kw["precision"]), kind="tensorrt")
@@ -188,7 +201,7 @@ class Scorer:
 
         c = self.config
         backend = self._backend()
-        if backend in ("onnxruntime", "tensorrt"):
+        if backend in ("onnxruntime", "tensorrt", "openvino"):
             from .runtime.ort_semgir import OrtSemgir
 
             log.info("loading SemGIR (%s) from %s", backend, c.export_dir)
@@ -240,6 +253,7 @@ class Scorer:
         if c.attribute:
             raise SemgirError("attribution (--attribute) needs the SemGIR method (--method semgir)")
         backend = self._backend()
+        precision = self._precision(backend)
         if backend == "torch":
             return PatchDetector.load(c.patch_model)
         if not c.export_dir:
@@ -253,7 +267,10 @@ class Scorer:
 
         kw = self._export_kw(backend)
         kind = kw.pop("kind", "onnxruntime")
-        return OrtPatchDetector(c.export_dir, backend=kind, **kw)
+        det = OrtPatchDetector(c.export_dir, backend=kind, **kw)
+        if kind.startswith("openvino") or kind == "tensorrt-int8":  # derived from the fp32 graph
+            det.precision = precision.value
+        return det
 
     # -- scoring -------------------------------------------------------------------------------
     def _label(self, p: float) -> str | None:

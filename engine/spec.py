@@ -15,8 +15,24 @@ from typing import Mapping
 
 
 class Precision(str, Enum):
+    """Numeric precision of a component's graph or weights. ``bf16`` runs the fp32 graph with bf16
+    compute (OpenVINO's inference precision hint, torch bf16 weights); ``int8`` is a post-training
+    quantized graph (calibrated on a calibration set, see :mod:`semgir_engine.calibration`)."""
+
     FP32 = "fp32"
     FP16 = "fp16"
+    BF16 = "bf16"
+    INT8 = "int8"
+
+    @classmethod
+    def parse(cls, value: "str | Precision") -> "Precision":
+        """``Precision`` from a name; unknown names raise an error listing the valid ones."""
+        try:
+            return cls(value)
+        except ValueError:
+            from .errors import UnknownNameError
+
+            raise UnknownNameError("precision", str(value), [p.value for p in cls]) from None
 
 
 class ModelSize(str, Enum):
@@ -61,6 +77,27 @@ class Tolerance:
 
 
 @dataclass(frozen=True)
+class PrecisionTier:
+    """Acceptance gate of a reduced-precision graph against the fp32 one, per output: cosine
+    similarity at least ``min_cosine``; max |diff| at most ``max_abs`` when set; for decision outputs
+    (argmax of logits) at least ``min_agreement`` of the decisions equal."""
+
+    precision: Precision
+    min_cosine: float
+    max_abs: float | None = None
+    min_agreement: float | None = None
+    note: str = ""
+
+
+#: default tiers: bf16 keeps 8 mantissa bits (cosine ~0.999 on deep nets); int8 loses more
+DEFAULT_TIERS = (
+    PrecisionTier(Precision.FP16, 0.999),
+    PrecisionTier(Precision.BF16, 0.99),
+    PrecisionTier(Precision.INT8, 0.98),
+)
+
+
+@dataclass(frozen=True)
 class ComponentSpec:
     name: str
     group: str  # captioner | regenerator | embedder | head | patch
@@ -71,6 +108,17 @@ class ComponentSpec:
     profile: Mapping[str, tuple[int, int, int]] = field(default_factory=dict)
     preprocess: ImagePreprocess | None = None
     tolerance: Tolerance = Tolerance()
+    #: reduced-precision acceptance gates that override :data:`DEFAULT_TIERS` for this component
+    #: (validation only: not part of :meth:`digest`, so adding tiers keeps exported graphs current)
+    tiers: tuple[PrecisionTier, ...] = ()
+
+    def tier(self, precision: "Precision | str") -> PrecisionTier:
+        """The acceptance gate of ``precision`` against fp32 for this component."""
+        p = Precision.parse(precision)
+        for t in self.tiers + DEFAULT_TIERS:
+            if t.precision is p:
+                return t
+        return PrecisionTier(p, 1.0 - 1e-6)
 
     def input_names(self) -> list[str]:
         return [t.name for t in self.inputs]
@@ -95,5 +143,7 @@ class ComponentSpec:
 
     def digest(self) -> str:
         """Stable hash of everything in the spec (part of artifact cache keys)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        d = self.to_dict()
+        d.pop("tiers", None)
+        blob = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]

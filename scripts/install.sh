@@ -12,7 +12,7 @@ fi
 if ! .venv/bin/python -c "import torch, torchvision, sys; sys.exit(0 if torch.__version__.startswith('2.14.1') else 1)" 2>/dev/null; then
   .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
 fi
-.venv/bin/python -m pip install -q -e ".[torch,onnx,export,parquet,eval,fused,report,test,serve,ray,triton]"
+.venv/bin/python -m pip install -q -e ".[torch,onnx,export,parquet,eval,fused,report,test,serve,ray,triton,openvino]"
 # Headless Chromium for the report's browser test (Debian package; Playwright drives it, never downloads one).
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -98,8 +98,11 @@ def _is_fp16_graph(onnx_path: Path) -> bool:
 
 def build_engine(onnx_path: str | os.PathLike, spec: ComponentSpec, out_path: str | os.PathLike,
                  fp16: bool = True, timing_cache: str | os.PathLike | None = None,
-                 workspace_bytes: int = WORKSPACE_BYTES) -> dict:
-    """Build and serialise one engine; returns metadata (typing mode, build seconds)."""
+                 workspace_bytes: int = WORKSPACE_BYTES, int8: bool = False, calibrator=None,
+                 calibration_shapes: Mapping[str, tuple] | None = None) -> dict:
+    """Build and serialise one engine; returns metadata (typing mode, build seconds). ``int8``:
+    INT8 kernels where the graph has Q/DQ nodes, or everywhere ``calibrator`` (an
+    ``IInt8Calibrator``, run at ``calibration_shapes``) measured the ranges (see :mod:`.trt_int8`)."""
     import time
 
     trt = _trt()
@@ -120,11 +123,20 @@ def build_engine(onnx_path: str | os.PathLike, spec: ComponentSpec, out_path: st
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
     if fp16 and not strongly_typed:
         config.set_flag(trt.BuilderFlag.FP16)
+    if int8:
+        config.set_flag(trt.BuilderFlag.INT8)
     graph_inputs = [network.get_input(i).name for i in range(network.num_inputs)]
     profile = builder.create_optimization_profile()
     for name, (lo, opt, hi) in profile_shapes(spec, graph_inputs).items():
         profile.set_shape(name, lo, opt, hi)
     config.add_optimization_profile(profile)
+    if calibrator is not None:
+        config.int8_calibrator = calibrator
+        cal_profile = builder.create_optimization_profile()
+        shapes = calibration_shapes or {n: v[1] for n, v in profile_shapes(spec, graph_inputs).items()}
+        for name in graph_inputs:
+            cal_profile.set_shape(name, shapes[name], shapes[name], shapes[name])
+        config.set_calibration_profile(cal_profile)
     cache_blob = b""
     if timing_cache is not None and Path(timing_cache).is_file():
         cache_blob = Path(timing_cache).read_bytes()
@@ -139,8 +151,8 @@ def build_engine(onnx_path: str | os.PathLike, spec: ComponentSpec, out_path: st
         tmp = Path(str(timing_cache) + ".tmp")
         tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
         os.replace(tmp, timing_cache)
-    return {"strongly_typed": strongly_typed, "fp16": fp16, "build_seconds": round(time.perf_counter() - t0, 3),
-            "tensorrt": trt.__version__}
+    return {"strongly_typed": strongly_typed, "fp16": fp16, "int8": int8,
+            "build_seconds": round(time.perf_counter() - t0, 3), "tensorrt": trt.__version__}
 
 
 def engine_key_parts(component: str, onnx_sha256: str, spec: ComponentSpec, fp16: bool) -> dict:
