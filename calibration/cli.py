@@ -39,6 +39,15 @@ def score_manifest_rows(rows, patch_model: str | None, batch_size: int = 64, pro
     return kept, np.array(ps, np.float64), shas, version, threshold
 
 
+def _short_sha(path) -> str:
+    from ..hashing import sha256_file
+
+    try:
+        return sha256_file(path)[:16]
+    except OSError:
+        return ""
+
+
 def read_reference(path: str) -> tuple[dict[str, float], float, str]:
     """SemGIR scores by sha256 from a `score --method semgir|cascade` results file, its threshold and version."""
     from ..results import iter_rows
@@ -107,11 +116,16 @@ def calibrate_cascade(manifests, sources, patch_model, semgir_results, criterion
     rows, data = [], {"manifests": []}
     for m in manifests:
         man = read_manifest(m)
-        plan, _train, _verified, excluded = plan_rows(man, meta)  # never fit on the detector's training images
-        sel = [r for src, (rs, _why) in plan.items() for r in rs if not sources or src in sources]
+        # never fit on the images the detector's weights were fitted on; its calibration split may serve
+        plan, train, _verified, _ = plan_rows(man, meta)
+        calib = set(meta.get("data", {}).get("calibration_files_sha256", ()))
+        unseen = [r for rs, _why in plan.values() for r in rs] + [r for r in train if _short_sha(r.path) in calib]
+        excluded = len(man.rows) - len(unseen)
+        sel = [r for r in unseen if not sources or r.source in sources]
         rows += sel
         data["manifests"].append({"path": str(man.path), "sha256": man.sha256, "rows": len(sel),
-                                  "left_out_as_training_images": excluded})
+                                  "left_out_as_training_images": excluded,
+                                  "of_which_calibration_split": sum(_short_sha(r.path) in calib for r in sel)})
         if excluded:
             log.info("%s: %d images the patch detector trained on are left out", m, excluded)
     if not rows:
