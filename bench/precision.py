@@ -189,19 +189,18 @@ def bench_patch_e2e(export_dir: str | Path, manifest_path: str | Path, configs: 
     fp32 (all images), and end-to-end images/s at ``batch_size`` (decoded uint8 in, p_ai out)."""
     from ..datasets import load_pixels, read_manifest
     from ..metrics import binary_report
-    from ..patch.evaluate import model_splits
+    from ..patch.evaluate import heldout_rows
 
     dets = patch_detectors(export_dir, configs)
     ref = dets["torch-fp32"]
     m = read_manifest(manifest_path)
-    _, val_rows, held_out, verified = model_splits(m, ref.manifest)
-    rows = list(val_rows) + [r for r in m.rows if r.source in held_out]
+    rows, what, verified = heldout_rows(m, ref.manifest)
     imgs, kept = load_pixels(rows)
     y = np.array([r.label for r in kept])
     thr = ref.threshold
     p = {c: d.predict(imgs, batch_size=batch_size) for c, d in dets.items()}
     out = {"data": {"manifest": str(manifest_path), "images": len(kept), "split_verified": verified,
-                    "rows": "validation split of the training pool" + (f" + {sorted(held_out)}" if held_out else "")},
+                    "rows": what},
            "batch_size": batch_size, "repeats": repeats, "configs": {}}
     batch = imgs[:batch_size] if len(imgs) >= batch_size else (imgs * batch_size)[:batch_size]
     times: dict[str, list[float]] = {c: [] for c in dets}

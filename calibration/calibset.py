@@ -201,17 +201,21 @@ def draw_calibration_set(manifest_path: str | os.PathLike, name: str, *, n_real:
     return CalibrationSet(name, version, data_root, items, drawn)
 
 
-def patch_eval_paths(manifest_path: str | os.PathLike, patch_model: str | None = None) -> list[str]:
-    """Paths the patch detector is evaluated on (its validation split and held-out sources): what a
-    calibration set must not contain, so that accuracy after quantization is measured on unseen data."""
+def patch_eval_paths(manifest_path: str | os.PathLike, patch_models: Iterable[str] | None = None) -> list[str]:
+    """Paths the patch detectors are evaluated on (per model: the rows its weights never trained on,
+    see :func:`~semgir_engine.patch.evaluate.heldout_rows`), over ``patch_models`` (default: every
+    shipped model): what a calibration set must not contain, so that accuracy after quantization is
+    measured on images the calibration never saw."""
     from ..datasets import read_manifest
-    from ..patch.detector import PatchDetector
-    from ..patch.evaluate import model_splits
+    from ..patch.detector import read_model_manifest, resolve_manifest, shipped_models
+    from ..patch.evaluate import heldout_rows
 
     m = read_manifest(manifest_path)
-    meta = PatchDetector.load(patch_model).manifest
-    _, val_rows, held_out, _ = model_splits(m, meta)
-    return [str(r.path) for r in val_rows] + [str(r.path) for r in m.rows if r.source in held_out]
+    out: dict[str, None] = {}
+    for name in (shipped_models() if patch_models is None else patch_models):
+        meta = read_model_manifest(resolve_manifest(name))
+        out.update(dict.fromkeys(str(r.path) for r in heldout_rows(m, meta)[0]))
+    return list(out)
 
 
 def split_items(items: Sequence, fraction: float = 0.25, seed: int = 0) -> tuple[list, list]:

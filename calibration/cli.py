@@ -171,8 +171,8 @@ def calibrate_cascade(manifests, sources, patch_model, semgir_results, criterion
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--version", "set_version", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--exclude-patch-eval/--no-exclude-patch-eval", default=True, show_default=True,
-              help="Leave out the images the shipped patch detector is evaluated on (its validation split and "
-                   "held-out sources), so that accuracy after quantization is measured on unseen images.")
+              help="Leave out the images the shipped patch detectors are evaluated on (the rows their weights never "
+                   "trained on), so that accuracy after quantization is measured on images calibration never saw.")
 @click.option("--data-dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="Folder the stored paths are relative to (default: the manifest folder's parent).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="JSON file to write.")
@@ -180,7 +180,7 @@ def draw_cmd(manifest, name, n_real, n_ai, seed, set_version, exclude_patch_eval
     """Draw a calibration set (paths + sha256, never the images) from a data manifest."""
     from .calibset import draw_calibration_set, patch_eval_paths
 
-    exclude = patch_eval_paths(manifest) if exclude_patch_eval else []
+    exclude = patch_eval_paths(manifest) if exclude_patch_eval else []  # of every shipped patch model
     cs = draw_calibration_set(manifest, name, n_real=n_real, n_ai=n_ai, seed=seed, version=set_version,
                               exclude=exclude, data_dir=data_dir)
     cs.save(out)

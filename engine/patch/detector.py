@@ -38,7 +38,7 @@ class ModelManifestError(SemgirError):
 def shipped_models() -> list[str]:
     """Names of the models inside the package: ``default`` (the fused detector) and ``patch-shuffle``
     (the patch-shuffle CNN alone, the previous default)."""
-    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.json"))
+    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.json") if "." not in p.stem)  # not the cascade bands
 
 
 def resolve_manifest(path: str | Path | None) -> Path:

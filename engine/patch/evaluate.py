@@ -83,6 +83,30 @@ def model_splits(manifest: Manifest, meta: dict) -> tuple[list[Row], list[Row], 
     return train_rows, val_rows, set(cfg.holdout_sources), verified
 
 
+def heldout_rows(manifest: Manifest, meta: dict) -> tuple[list[Row], str, bool]:
+    """``(rows, what they are, verified)``: the rows of ``manifest`` a model's weights were never fitted
+    on, for accuracy checks of its variants (reduced precision) and as what calibration sets avoid.
+
+    * Models that record their files (the fused default): every row that is not a training file,
+      plus its calibration split (held out of the weights, used for its temperature and threshold).
+    * Older models: the validation split of their pool and the sources held out of training.
+    """
+    if meta.get("data", {}).get("train_files_sha256") is not None:
+        plan, train_rows, verified, _ = plan_rows(manifest, meta)
+        calib = set(meta["data"].get("calibration_files_sha256", ()))
+        if calib:
+            from ..hashing import sha256_file
+
+            calib_rows = [r for r in train_rows if sha256_file(r.path)[:16] in calib]
+        else:
+            calib_rows = []
+        rows = [r for rs, _why in plan.values() for r in rs] + calib_rows
+        return rows, "the model's calibration split + files it never trained on", verified
+    _, val_rows, held_out, verified = model_splits(manifest, meta)
+    rows = list(val_rows) + [r for r in manifest.rows if r.source in held_out]
+    return rows, "validation split of the training pool" + (f" + {sorted(held_out)}" if held_out else ""), verified
+
+
 def plan_rows(manifest: Manifest, meta: dict) -> tuple[dict[str, tuple[list[Row], str]], list[Row], bool, int]:
     """Which rows of ``manifest`` may be scored for a model: ``({source: (rows, split label)},
     the model's training rows found here, split_verified, n excluded)``.
