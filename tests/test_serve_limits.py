@@ -74,7 +74,7 @@ async def _post_many(url, n, files_for, headers=None):
         return await asyncio.gather(*(c.post("/v1/score", files=files_for(i), headers=headers) for i in range(n)))
 
 
-def _wait(cond, timeout=30.0):
+def _wait(cond, timeout=120.0):  # generous: CI machines are shared and slow
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
