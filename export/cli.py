@@ -17,8 +17,9 @@ import click
 @click.option("--models", default=None, metavar="tiny|random|DIR",
               help="SemGIR weights: 'tiny' (tests), 'random' (full-size random weights) or a directory of real "
                    "weights. Required unless only patch_cnn is exported.")
-@click.option("--patch-model", type=click.Path(exists=True), default=None,
-              help="Patch-shuffle model that patch_cnn exports (model.json or its folder; default: the shipped one).")
+@click.option("--patch-model", default=None, metavar="PATH|NAME",
+              help="Patch model that patch_cnn exports: model.json or its folder, or a shipped model's name "
+                   "(default, patch-shuffle). Default: the shipped default.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=str),
               help="Export directory (graphs, tokenizer files, manifest.json).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16", "int8"]), default="fp32", show_default=True,

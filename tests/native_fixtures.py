@@ -3,7 +3,19 @@
 
 Used by ``tests/test_native.py`` and, as a command, by the ctest suite (``native/tests``)::
 
-    python tests/native_fixtures.py OUT_DIR   # OUT_DIR/export (patch_cnn), OUT_DIR/images, OUT_DIR/expected.json
+    python tests/native_fixtures.py OUT_DIR
+
+writes OUT_DIR/images (the matrix, with sizes below, at and above the models' input so every resize
+path runs), OUT_DIR/expected.json and three export directories of ``patch_cnn``:
+
+* ``export``: the shipped default model (fused; fit "short", a bicubic resize of the short side to
+  384; temperature calibration), fp32 and fp16;
+* ``export-patch-shuffle``: the shipped ``patch-shuffle`` model (fit "pad"), fp32;
+* ``export-variant``: the patch-shuffle graph with its settings changed to fit "resize" (bilinear
+  upscale) and an isotonic calibration, the paths no shipped model uses.
+
+plus OUT_DIR/resample (``resample.json`` and raw RGB files): Pillow resizes of noise images, which
+the native resampler must reproduce byte for byte.
 """
 
 from __future__ import annotations
@@ -11,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import struct
 import subprocess
 import sys
@@ -22,6 +35,9 @@ from PIL import Image
 
 #: files the native decoder refuses on purpose (formats it does not implement); Python scores them
 NATIVE_UNSUPPORTED = ("bmp_rgb.bmp",)
+#: extra image sizes (width, height) of the matrix
+SIZES = ((10, 300), (300, 10), (1, 1), (7, 5), (100, 60), (255, 300), (256, 256), (383, 384), (384, 384),
+         (384, 520), (385, 400), (640, 480), (1000, 37), (300, 1400))
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -119,6 +135,11 @@ def make_images(out: Path, seed: int = 0) -> list[str]:
         "bad_bomb.jpg": _bomb_jpeg(jpg),
         "bad_garbage_after_magic.png": b"\x89PNG\r\n\x1a\n" + bytes(rng.integers(0, 256, 200, dtype=np.uint8)),
     })
+    # sizes around the models' inputs (crop 256; short side 384 for the default model): tiny, thin,
+    # smaller, exactly 384, just above, larger, tall and wide, so that every fit path runs
+    for w, h in SIZES:
+        files[f"png_size_{w}x{h}.png"] = _save(im.resize((w, h), Image.BICUBIC), "PNG")
+    files["jpeg_size_1500x1100.jpg"] = _save(im.resize((1500, 1100)), "JPEG", quality=88)
     for name, data in files.items():
         (out / name).write_bytes(data)
     (out / "bad_directory.jpg").mkdir(exist_ok=True)
@@ -152,50 +173,143 @@ def _bomb_jpeg(jpg: bytes) -> bytes:
     return jpg[: i + 5] + struct.pack(">HH", 9000, 9000) + jpg[i + 9:]
 
 
-def python_expectations(images: Path, names: list[str], export_dir: Path) -> dict:
+def _scores(det, decoded: dict) -> dict:
+    return {n: {"p_ai": (p := float(det.predict([px])[0])), "label": "ai" if p >= det.threshold else "real"}
+            for n, px in decoded.items()}
+
+
+def python_expectations(images: Path, names: list[str], root: Path) -> dict:
     """What the Python runtime does with each input: decode (pixels hash, size, note) or error, and
-    the ONNX Runtime patch detector's p_ai / label."""
+    the ONNX Runtime patch detector's p_ai / label for each export directory."""
     from semgir_engine.errors import InputError
     from semgir_engine.images import load_image
     from semgir_engine.runtime.ort_patch import OrtPatchDetector
 
-    det = OrtPatchDetector(export_dir, device="cpu")
-    det16 = OrtPatchDetector(export_dir, precision="fp16", device="cpu")
-    exp = {}
+    exp, decoded = {}, {}
     for n in names:
         try:
             d = load_image(images / n)
         except InputError as exc:
             exp[n] = {"ok": False, "error": str(exc)}
             continue
-        p = float(det.predict([d.pixels])[0])
-        p16 = float(det16.predict([d.pixels])[0])
-        exp[n] = {"p_ai_fp16": p16, "label_fp16": "ai" if p16 >= det16.threshold else "real","ok": True, "width": d.size[0], "height": d.size[1], "note": d.note or "",
+        decoded[n] = d.pixels
+        exp[n] = {"ok": True, "width": d.size[0], "height": d.size[1], "note": d.note or "",
                   "pixels_sha256": hashlib.sha256(np.ascontiguousarray(d.pixels).tobytes()).hexdigest(),
-                  "sha256": d.sha256, "p_ai": p, "label": "ai" if p >= det.threshold else "real"}
-    return {"threshold": det.threshold, "version": det.version, "version_fp16": det16.version, "native_unsupported": list(NATIVE_UNSUPPORTED),
-            "images": exp}
+                  "sha256": d.sha256}
+    det = OrtPatchDetector(root / "export", device="cpu")
+    det16 = OrtPatchDetector(root / "export", precision="fp16", device="cpu")
+    for n, r in _scores(det, decoded).items():
+        exp[n].update(r)
+    for n, r in _scores(det16, decoded).items():
+        exp[n].update({"p_ai_fp16": r["p_ai"], "label_fp16": r["label"]})
+    models = {}
+    for name in OTHER_EXPORTS:
+        d = OrtPatchDetector(root / name, device="cpu")
+        models[name] = {"threshold": d.threshold, "version": d.version,
+                        "preprocessing": d.manifest["preprocessing"],
+                        "calibration": d.manifest.get("calibration", {}).get("method", "temperature"),
+                        "images": _scores(d, decoded)}
+    return {"threshold": det.threshold, "version": det.version, "version_fp16": det16.version,
+            "preprocessing": det.manifest["preprocessing"], "native_unsupported": list(NATIVE_UNSUPPORTED),
+            "images": exp, "models": models}
 
 
-def export_patch(export_dir: Path) -> None:
-    """patch_cnn in fp32 and fp16; a graph already there is kept unless its spec is stale."""
+#: export directories besides ``export`` (the default model) that the C API tests score
+OTHER_EXPORTS = ("export-patch-shuffle", "export-variant")
+
+
+def _export(export_dir: Path, precisions: tuple[str, ...], model: str | None = None) -> None:
+    """patch_cnn of ``model`` (None: the shipped default); a graph already there is kept unless its
+    spec is stale or it comes from another model."""
+    from semgir_engine.patch.detector import read_model_manifest, resolve_manifest
     from semgir_engine.runtime.manifest import spec_current
 
+    weights = read_model_manifest(resolve_manifest(model))["weights_sha256"]
     have = {}
     if (export_dir / "manifest.json").is_file():
         have = json.loads((export_dir / "manifest.json").read_text()).get("components", {}).get("patch_cnn", {})
-    for precision in ("fp32", "fp16"):
-        if precision not in have or not spec_current("patch_cnn", have[precision]):
+    for precision in precisions:
+        e = have.get(precision)
+        if e is None or not spec_current("patch_cnn", e) or e.get("source", {}).get("weights_sha256") != weights:
             subprocess.run([sys.executable, "-m", "semgir_engine.cli", "-q", "export", "--components", "patch_cnn",
-                            "--precision", precision, "--out", str(export_dir), "--force"], check=True)
+                            "--precision", precision, "--out", str(export_dir), "--force",
+                            *(["--patch-model", model] if model else [])], check=True)
+
+
+def export_patch(root: Path) -> None:
+    """The three export directories (see the module docstring)."""
+    _export(root / "export", ("fp32", "fp16"))
+    _export(root / "export-patch-shuffle", ("fp32",), "patch-shuffle")
+    # the variant: patch-shuffle's graph, fit "resize" and an isotonic calibration whose breakpoints
+    # span the fixtures' logits (clamped below and above, interpolated in between)
+    src, dst = root / "export-patch-shuffle", root / "export-variant"
+    dst.mkdir(parents=True, exist_ok=True)
+    m = json.loads((src / "manifest.json").read_text())
+    for e in m["components"]["patch_cnn"].values():
+        for f in e.get("files", [{"file": e["file"]}]):
+            shutil.copyfile(src / f["file"], dst / f["file"])
+    p = m["pipeline"]["patch"]
+    p["preprocessing"]["fit"] = "resize"
+    x = [-4.0, -1.5, -0.6, -0.2, 0.0, 0.15, 0.4, 0.9, 2.0, 5.0]
+    y = [0.01, 0.05, 0.2, 0.35, 0.35, 0.5, 0.66, 0.8, 0.93, 0.999]
+    p["calibration"] = {"method": "isotonic", "temperature": 1.0, "x": x, "y": y, "heldout_log_loss": {}}
+    (dst / "manifest.json").write_text(json.dumps(m, indent=1))
+
+
+def resample_cases(out: Path, seed: int = 1) -> None:
+    """Pillow BICUBIC / BILINEAR resizes of noisy RGB images (what fit "short" / "resize" call), as raw
+    bytes: input, and the output window [x0, x0 + w) x [y0, y0 + h) the native resampler must equal."""
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    cases = []
+    inputs = {}
+    #   filter,    in (w, h),     out (w, h),     window (x0, y0, w, h) or None (all of it)
+    spec = [("bicubic", (640, 480), (512, 384), None),
+            ("bicubic", (320, 240), (512, 384), None),
+            ("bicubic", (1600, 1200), (512, 384), None),
+            ("bicubic", (1200, 1600), (384, 512), (64, 128, 256, 256)),
+            ("bicubic", (10, 300), (384, 11520), (64, 5632, 256, 256)),
+            ("bicubic", (300, 10), (11520, 384), (5632, 64, 256, 256)),
+            ("bicubic", (1000, 37), (10378, 384), (37, 3, 300, 200)),
+            ("bicubic", (385, 401), (384, 400), None),
+            ("bicubic", (384, 300), (492, 384), None),
+            ("bicubic", (1, 1), (384, 384), None),
+            ("bicubic", (7, 5), (538, 384), None),
+            ("bicubic", (3001, 401), (2873, 384), (1308, 64, 256, 256)),
+            ("bilinear", (100, 60), (427, 256), None),
+            ("bilinear", (10, 300), (256, 7680), (0, 3712, 256, 256)),
+            ("bilinear", (255, 300), (256, 301), None),
+            ("bilinear", (1, 1), (256, 256), None),
+            ("bilinear", (200, 256), (256, 328), None),
+            ("bilinear", (3, 2), (384, 256), None),
+            ("bilinear", (640, 480), (320, 240), None)]
+    for k, (filt, (iw, ih), (ow, oh), win) in enumerate(spec):
+        key = f"{iw}x{ih}"
+        if key not in inputs:
+            yy, xx = np.mgrid[0:ih, 0:iw]
+            base = np.stack([(xx * 3.1) % 256, (yy * 2.3) % 256, ((xx * yy) * 0.01) % 256], -1)
+            px = base + rng.normal(0, 60, base.shape) * (rng.random(base.shape[:2]) < 0.5)[..., None]
+            px = np.clip(px, 0, 255).astype(np.uint8)
+            px[rng.random(px.shape[:2]) < 0.02] = 255  # hard edges: the negative lobes must clip like Pillow's
+            px[rng.random(px.shape[:2]) < 0.02] = 0
+            inputs[key] = px
+            (out / f"in_{key}.rgb").write_bytes(px.tobytes())
+        res = np.asarray(Image.fromarray(inputs[key]).resize((ow, oh), Image.BICUBIC if filt == "bicubic"
+                                                              else Image.BILINEAR))
+        x0, y0, w, h = win or (0, 0, ow, oh)
+        (out / f"out_{k}.rgb").write_bytes(np.ascontiguousarray(res[y0 : y0 + h, x0 : x0 + w]).tobytes())
+        cases.append({"filter": filt, "input": f"in_{key}.rgb", "in_w": iw, "in_h": ih, "out_w": ow, "out_h": oh,
+                      "x0": x0, "y0": y0, "w": w, "h": h, "output": f"out_{k}.rgb"})
+    (out / "resample.json").write_text(json.dumps({"pillow": Image.__version__, "cases": cases}, indent=1))
 
 
 def main(out: str) -> None:
     root = Path(out)
-    export_patch(root / "export")
+    export_patch(root)
     names = make_images(root / "images")
-    exp = python_expectations(root / "images", names, root / "export")
+    exp = python_expectations(root / "images", names, root)
     (root / "expected.json").write_text(json.dumps(exp, indent=1))
+    resample_cases(root / "resample")
 
 
 if __name__ == "__main__":

@@ -95,6 +95,17 @@ def test_export_refuses_a_patch_model_of_another_geometry(tmp_path):
     assert r.exit_code == 2 and "--models is required" in r.output
 
 
+def test_export_takes_a_shipped_model_by_name(tmp_path):
+    r = CliRunner().invoke(main, ["-q", "export", "--components", "patch_cnn", "--patch-model", "patch-shuffle",
+                                  "--out", str(tmp_path / "exp"), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    meta = json.loads((tmp_path / "exp" / "manifest.json").read_text())["pipeline"]["patch"]
+    assert meta["version"].startswith("patch-shuffle") and meta["preprocessing"]["fit"] == "pad"
+    r = CliRunner().invoke(main, ["export", "--components", "patch_cnn", "--patch-model", "no-such-model",
+                                  "--out", str(tmp_path / "exp2"), "--no-progress"])
+    assert r.exit_code != 0 and "no-such-model" in r.output
+
+
 def test_accuracy_bench_reports_parity_and_per_source_metrics(patch_export, tmp_path):
     from semgir_engine.bench.patch_accuracy import bench_patch_accuracy, markdown
 

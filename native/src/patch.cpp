@@ -1,5 +1,8 @@
 #include "patch.hpp"
 
+#include "resample.hpp"
+
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -61,18 +64,43 @@ PatchModel::PatchModel(const std::string& dir, const LoadOptions& opt) {
       pre_.mean[c] = float(pp.at("mean").at(c).get<double>());
       pre_.std[c] = float(pp.at("std").at(c).get<double>());
     }
-    if (pre_.fit != "pad")
-      throw UnsupportedError("patch preprocessing fit '" + pre_.fit + "' is not implemented natively (only 'pad'); "
-                             "use the Python runtime for this model");
+    pre_.short_side = pp.contains("short_side") ? pp.at("short_side").get<int>() : 0;
+    if (pre_.fit != "pad" && pre_.fit != "resize" && pre_.fit != "short")
+      throw UnsupportedError("patch preprocessing fit '" + pre_.fit + "' is not implemented natively (pad, resize, "
+                             "short); use the Python runtime for this model");
     if (pre_.size <= 0) throw ExportError(dir + ": preprocessing size must be positive");
+    if (pre_.fit == "short" && pre_.short_side < pre_.size)
+      throw ExportError(dir + ": fit 'short' needs short_side >= size, got " + std::to_string(pre_.short_side) +
+                        " < " + std::to_string(pre_.size));
     int k = meta->contains("test_time") ? (*meta)["test_time"].value("k_shuffles", 0) : 0;
     if (k != 0)
       throw UnsupportedError("test-time shuffle averaging (k_shuffles=" + std::to_string(k) +
                              ") runs on the torch backend only");
     threshold_ = meta->at("threshold").get<double>();
-    temperature_ = meta->at("temperature").get<double>();
-    if (!(threshold_ >= 0.0 && threshold_ <= 1.0) || !(temperature_ > 0.0))
+    const double temperature = meta->at("temperature").get<double>();
+    if (!(threshold_ >= 0.0 && threshold_ <= 1.0) || !(temperature > 0.0))
       throw ExportError(dir + ": threshold must be in [0, 1] and temperature > 0");
+    calibration_.temperature = temperature;
+    // a "calibration" entry (temperature or isotonic, calibration/decision.py:Calibrator) wins over the
+    // bare temperature, as in engine/patch/detector.py:PatchRuntime
+    if (meta->contains("calibration") && !(*meta)["calibration"].is_null() && !(*meta)["calibration"].empty()) {
+      const json& c = (*meta)["calibration"];
+      calibration_.method = c.at("method").get<std::string>();
+      calibration_.temperature = c.contains("temperature") ? c.at("temperature").get<double>() : 1.0;
+      if (c.contains("x")) calibration_.x = c.at("x").get<std::vector<double>>();
+      if (c.contains("y")) calibration_.y = c.at("y").get<std::vector<double>>();
+      if (calibration_.method != "temperature" && calibration_.method != "isotonic")
+        throw ExportError(dir + ": bad calibration entry: unknown calibration method '" + calibration_.method +
+                          "'; valid: temperature, isotonic");
+      if (calibration_.method == "isotonic" &&
+          (calibration_.x.empty() || calibration_.x.size() != calibration_.y.size()))
+        throw ExportError(dir + ": bad calibration entry: isotonic calibration needs matching, non-empty breakpoints");
+      for (size_t i = 1; calibration_.method == "isotonic" && i < calibration_.x.size(); ++i)
+        if (!(calibration_.x[i] > calibration_.x[i - 1]))
+          throw ExportError(dir + ": bad calibration entry: isotonic breakpoints must increase");
+      if (!(calibration_.temperature > 0.0))
+        throw ExportError(dir + ": bad calibration entry: temperature must be > 0");
+    }
     std::string weights = meta->value("weights_sha256", "");
 
     const json* entries = nullptr;
@@ -123,43 +151,94 @@ PatchModel::PatchModel(const std::string& dir, const LoadOptions& opt) {
   }
 }
 
+std::vector<uint8_t> PatchModel::fit_and_crop(const RgbImage& im) const {
+  // engine/patch/preprocess.py: crop(fit_min_side(img, size, fit, short_side), size), centre crop
+  const int S = pre_.size, h = im.height, w = im.width;
+  std::vector<uint8_t> out(size_t(S) * S * 3);
+  if (pre_.fit == "pad" || (pre_.fit == "resize" && h >= S && w >= S)) {
+    // zero padding (image centred) when a side is short, then the centre crop
+    const int ph = std::max(S - h, 0), pw = std::max(S - w, 0);
+    const int H = h + ph, W = w + pw;
+    const int top = (H - S) / 2, left = (W - S) / 2;
+    for (int y = 0; y < S; ++y) {
+      const int sy = y + top - ph / 2;
+      for (int xx = 0; xx < S; ++xx) {
+        const int sx = xx + left - pw / 2;
+        const bool inside = sy >= 0 && sy < h && sx >= 0 && sx < w;
+        uint8_t* o = &out[(size_t(y) * S + xx) * 3];
+        if (inside) std::memcpy(o, &im.rgb[(size_t(sy) * w + sx) * 3], 3);
+        else o[0] = o[1] = o[2] = 0;
+      }
+    }
+    return out;
+  }
+  // "resize": bilinear upscale so both sides are >= size; "short": bicubic resize of the short side to
+  // exactly short_side (engine/patch/leaks.py:resize_short_side). Sizes as Python computes them:
+  // true division, then round() half to even (nearbyint in the default rounding mode).
+  const bool short_fit = pre_.fit == "short";
+  const int target = short_fit ? pre_.short_side : S;
+  const double s = double(target) / double(std::min(h, w));
+  const double fw = std::nearbyint(double(w) * s), fh = std::nearbyint(double(h) * s);
+  if (!(fw < double(1 << 26) && fh < double(1 << 26)))
+    throw InputError("image of " + std::to_string(w) + " x " + std::to_string(h) +
+                     " pixels is too elongated to resize for the patch model");
+  const int nw = std::max(target, int(fw)), nh = std::max(target, int(fh));
+  if (nw == w && nh == h) {  // already the right size: the centre crop of the image itself
+    const int top = (h - S) / 2, left = (w - S) / 2;
+    for (int y = 0; y < S; ++y)
+      std::memcpy(&out[size_t(y) * S * 3], &im.rgb[(size_t(top + y) * w + left) * 3], size_t(S) * 3);
+    return out;
+  }
+  // only the centre crop of the resized image is computed: each output pixel has its own weights
+  return resize_rgb_window(im.rgb.data(), w, h, nw, nh, short_fit ? ResampleFilter::Bicubic : ResampleFilter::Bilinear,
+                           (nw - S) / 2, (nh - S) / 2, S, S);
+}
+
 std::vector<float> PatchModel::prepare(const std::vector<const RgbImage*>& images) const {
   const int S = pre_.size;
   const size_t plane = size_t(S) * S;
   std::vector<float> x(images.size() * 3 * plane);
   const float scale = float(1.0 / 255.0);
   for (size_t n = 0; n < images.size(); ++n) {
-    const RgbImage& im = *images[n];
-    // fit_min_side(pad): zero padding, image centred; then the centre crop
-    const int ph = std::max(S - im.height, 0), pw = std::max(S - im.width, 0);
-    const int H = im.height + ph, W = im.width + pw;
-    const int top = (H - S) / 2, left = (W - S) / 2;
+    const std::vector<uint8_t> crop = fit_and_crop(*images[n]);
     float* out = x.data() + n * 3 * plane;
-    for (int y = 0; y < S; ++y) {
-      const int sy = y + top - ph / 2;
-      for (int xx = 0; xx < S; ++xx) {
-        const int sx = xx + left - pw / 2;
-        const bool inside = sy >= 0 && sy < im.height && sx >= 0 && sx < im.width;
-        const uint8_t* p = inside ? &im.rgb[(size_t(sy) * im.width + sx) * 3] : nullptr;
-        for (int c = 0; c < 3; ++c) {
-          float v = float(p ? p[c] : 0) * scale;  // (x / 255 - mean) / std, in float32 like numpy
-          v -= pre_.mean[c];
-          v /= pre_.std[c];
-          out[c * plane + size_t(y) * S + xx] = v;
-        }
+    for (size_t i = 0; i < plane; ++i)
+      for (int c = 0; c < 3; ++c) {
+        float v = float(crop[i * 3 + c]) * scale;  // (x / 255 - mean) / std, in float32 like numpy
+        v -= pre_.mean[c];
+        v /= pre_.std[c];
+        out[c * plane + i] = v;
       }
-    }
   }
   return x;
 }
 
-double PatchModel::calibrate(double logit) const {
-  // p = exp(-logaddexp(0, -z)), z = logit / T (engine/patch/detector.py:PatchRuntime.calibrate)
-  const double z = logit / temperature_;
-  const double a = -z;
-  const double lae = a > 0 ? a + std::log1p(std::exp(-a)) : std::log1p(std::exp(a));
-  return std::exp(-lae);
+double Calibration::operator()(double logit) const {
+  const double z = logit;
+  if (method == "temperature") {
+    // sigmoid(z / T) = exp(-logaddexp(0, -z / T)) (calibration/temperature.py:sigmoid)
+    const double t = z / temperature;
+    const double a = -t;
+    const double lae = a > 0 ? a + std::log1p(std::exp(-a)) : std::log1p(std::exp(a));
+    return std::exp(-lae);
+  }
+  // numpy.interp(z, x, y): clamped to y[0] / y[-1] outside, linear between the breakpoints
+  const size_t n = x.size();
+  if (std::isnan(z)) return n == 1 ? y[0] : z;
+  if (n == 1 || z < x[0]) return y[0];
+  if (z > x[n - 1]) return y[n - 1];
+  const size_t j = size_t(std::upper_bound(x.begin(), x.end(), z) - x.begin()) - 1;  // x[j] <= z < x[j+1]
+  if (j == n - 1 || x[j] == z) return y[j];
+  const double slope = (y[j + 1] - y[j]) / (x[j + 1] - x[j]);
+  double r = slope * (z - x[j]) + y[j];
+  if (std::isnan(r)) {
+    r = slope * (z - x[j + 1]) + y[j + 1];
+    if (std::isnan(r) && y[j] == y[j + 1]) r = y[j];
+  }
+  return r;
 }
+
+double PatchModel::calibrate(double logit) const { return calibration_(logit); }
 
 std::vector<double> PatchModel::predict(const std::vector<const RgbImage*>& images) {
   if (images.empty()) return {};

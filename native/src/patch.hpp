@@ -1,6 +1,6 @@
 // The patch-shuffle detector over an export directory (engine/runtime/ort_patch.py in C++):
-// manifest checks, the preprocessing recorded in the manifest, one graph call per batch, the
-// temperature calibration and threshold.
+// manifest checks, the preprocessing recorded in the manifest (fit pad / resize / short), one graph
+// call per batch, the calibration (temperature or isotonic) and threshold.
 #pragma once
 
 #include <memory>
@@ -26,7 +26,8 @@ class UnsupportedError : public std::runtime_error {
 
 struct PatchPreprocess {
   int size = 256;
-  std::string fit = "pad";
+  std::string fit = "pad";  // "pad" (zero padding), "resize" (bilinear upscale), "short" (bicubic, short side)
+  int short_side = 0;       // fit "short" only
   float mean[3] = {0.5f, 0.5f, 0.5f};
   float std[3] = {0.25f, 0.25f, 0.25f};
 };
@@ -38,6 +39,15 @@ struct LoadOptions {
   SessionOptions session;
 };
 
+/// logit -> p_ai (calibration/decision.py:Calibrator): sigmoid(z / T), or isotonic breakpoints
+/// interpolated like numpy.interp.
+struct Calibration {
+  std::string method = "temperature";
+  double temperature = 1.0;
+  std::vector<double> x, y;
+  double operator()(double logit) const;
+};
+
 class PatchModel {
  public:
   PatchModel(const std::string& export_dir, const LoadOptions& opt);
@@ -45,6 +55,8 @@ class PatchModel {
   std::vector<double> predict(const std::vector<const RgbImage*>& images);
   /// (N, 3, S, S) float32 network input, exactly engine/patch/preprocess.py:prepare_batch.
   std::vector<float> prepare(const std::vector<const RgbImage*>& images) const;
+  /// The S x S uint8 RGB centre crop of one image after fitting (fit_min_side then crop).
+  std::vector<uint8_t> fit_and_crop(const RgbImage& im) const;
   double calibrate(double logit) const;
 
   const std::string& version() const { return version_; }
@@ -53,7 +65,8 @@ class PatchModel {
 
  private:
   PatchPreprocess pre_;
-  double threshold_ = 0.5, temperature_ = 1.0;
+  double threshold_ = 0.5;
+  Calibration calibration_;
   std::string version_, runtime_desc_;
   std::unique_ptr<Session> session_;
 };

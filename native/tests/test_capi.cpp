@@ -1,13 +1,15 @@
 // C API tests: parity with the Python runtime on the fixture image matrix (pixels, notes, p_ai
-// within 1e-5, labels), the bad-input matrix (one error each, no crash), open errors, batches,
+// within 1e-5, labels; the default model, patch-shuffle and a fit-resize / isotonic variant), the bad-input matrix (one error each, no crash), open errors, batches,
 // threads, and the C++ wrapper. Fixtures: tests/native_fixtures.py (run by ctest first).
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -59,6 +61,7 @@ bool native_unsupported(const std::string& name) {
 // Every fixture Python decodes (and the native decoder supports): p_ai within 1e-5, same label.
 void expect_scores_match(semgir::Engine& eng, const char* p_key, const char* label_key) {
   size_t compared = 0;
+  double worst = 0;
   for (auto& [name, x] : expected()["images"].items()) {
     if (!x["ok"].get<bool>() || native_unsupported(name)) continue;
     SCOPED_TRACE(name);
@@ -66,9 +69,12 @@ void expect_scores_match(semgir::Engine& eng, const char* p_key, const char* lab
     ASSERT_TRUE(r.ok()) << r.error;
     EXPECT_NEAR(r.p_ai, x[p_key].get<double>(), 1e-5);
     EXPECT_EQ(std::string(r.label_name()), x[label_key].get<std::string>());
+    worst = std::max(worst, std::fabs(r.p_ai - x[p_key].get<double>()));
     ++compared;
   }
   EXPECT_GE(compared, 30u);
+  std::printf("%s (%s): %zu images, max |p_ai - Python| %.2e\n", eng.model_version().c_str(), eng.runtime().c_str(),
+              compared, worst);
 }
 
 class Api : public ::testing::Test {
@@ -148,6 +154,7 @@ TEST_F(Api, MatchesThePythonRuntimeOnEveryFixture) {
   EXPECT_EQ(std::string(semgir_engine_model_version(eng_)), expected()["version"].get<std::string>());
   EXPECT_DOUBLE_EQ(semgir_engine_threshold(eng_), expected()["threshold"].get<double>());
   size_t compared = 0;
+  double worst = 0;
   for (auto& [name, x] : expected()["images"].items()) {
     SCOPED_TRACE(name);
     semgir_result r;
@@ -167,6 +174,7 @@ TEST_F(Api, MatchesThePythonRuntimeOnEveryFixture) {
     }
     ASSERT_EQ(r.status, SEMGIR_OK) << r.error;
     EXPECT_NEAR(r.p_ai, x["p_ai"].get<double>(), 1e-5);
+    worst = std::max(worst, std::fabs(r.p_ai - x["p_ai"].get<double>()));
     EXPECT_EQ(r.label == SEMGIR_LABEL_AI ? "ai" : "real", x["label"].get<std::string>());
     EXPECT_EQ(r.width, x["width"].get<int>());
     EXPECT_EQ(r.height, x["height"].get<int>());
@@ -181,6 +189,71 @@ TEST_F(Api, MatchesThePythonRuntimeOnEveryFixture) {
     ++compared;
   }
   EXPECT_GE(compared, 30u);
+  std::printf("%s (fit %s): %zu images, max |p_ai - Python ORT| %.2e\n", expected()["version"].get<std::string>().c_str(),
+              expected()["preprocessing"]["fit"].get<std::string>().c_str(), compared, worst);
+}
+
+// The other export directories of the fixtures: the shipped patch-shuffle model (fit "pad") and the
+// variant with fit "resize" and an isotonic calibration; p_ai within 1e-5 and the labels of Python's.
+TEST(OtherModels, MatchThePythonRuntime) {
+  ASSERT_GE(expected()["models"].size(), 2u);
+  for (auto& [dir, m] : expected()["models"].items()) {
+    SCOPED_TRACE(dir);
+    semgir::Engine eng(testdata() + "/" + dir, semgir::Options().intra_threads(1));
+    EXPECT_EQ(eng.model_version(), m["version"].get<std::string>());
+    EXPECT_DOUBLE_EQ(eng.threshold(), m["threshold"].get<double>());
+    double worst = 0;
+    size_t compared = 0, ai = 0;
+    for (auto& [name, x] : m["images"].items()) {
+      if (native_unsupported(name)) continue;
+      SCOPED_TRACE(name);
+      auto r = eng.score_file(image(name));
+      ASSERT_TRUE(r.ok()) << r.error;
+      EXPECT_NEAR(r.p_ai, x["p_ai"].get<double>(), 1e-5);
+      EXPECT_EQ(std::string(r.label_name()), x["label"].get<std::string>());
+      worst = std::max(worst, std::fabs(r.p_ai - x["p_ai"].get<double>()));
+      ai += x["label"] == "ai";
+      ++compared;
+    }
+    EXPECT_GE(compared, 30u);
+    std::printf("%s (fit %s, %s calibration): %zu images (%zu ai), max |p_ai - Python ORT| %.2e\n",
+                m["version"].get<std::string>().c_str(), m["preprocessing"]["fit"].get<std::string>().c_str(),
+                m["calibration"].get<std::string>().c_str(), compared, ai, worst);
+  }
+}
+
+TEST(OtherModels, BadCalibrationAndFitAreRefusedAtOpen) {
+  fs::path tmp = fs::temp_directory_path() / ("semgir-cal-" + std::to_string(::getpid()));
+  const std::string src = testdata() + "/export-variant";
+  const json orig = json::parse(slurp(src + "/manifest.json"));
+  auto open_with = [&](const std::function<void(json&)>& edit) {
+    fs::remove_all(tmp);
+    fs::copy(src, tmp, fs::copy_options::recursive);
+    json m = orig;
+    edit(m["pipeline"]["patch"]);
+    std::ofstream(tmp / "manifest.json") << m.dump();
+    semgir_engine* e = nullptr;
+    semgir_status s = semgir_open(tmp.c_str(), nullptr, &e);
+    semgir_close(e);
+    return s;
+  };
+  EXPECT_EQ(open_with([](json& p) { p["calibration"]["method"] = "platt"; }), SEMGIR_E_EXPORT);
+  EXPECT_NE(std::string(semgir_last_error()).find("unknown calibration method"), std::string::npos);
+  EXPECT_EQ(open_with([](json& p) { p["calibration"]["y"] = json::array({0.5}); }), SEMGIR_E_EXPORT);
+  EXPECT_EQ(open_with([](json& p) { p["calibration"]["x"] = json::array(); p["calibration"]["y"] = json::array(); }),
+            SEMGIR_E_EXPORT);
+  EXPECT_EQ(open_with([](json& p) { p["preprocessing"]["fit"] = "stretch"; }), SEMGIR_E_UNSUPPORTED);
+  EXPECT_EQ(open_with([](json& p) {
+              p["preprocessing"]["fit"] = "short";
+              p["preprocessing"]["short_side"] = 100;
+            }),
+            SEMGIR_E_EXPORT);
+  EXPECT_NE(std::string(semgir_last_error()).find("short_side >= size"), std::string::npos);
+  // a temperature calibration entry wins over the bare temperature; an empty one falls back to it
+  EXPECT_EQ(open_with([](json& p) { p["calibration"] = json::object({{"method", "temperature"}, {"temperature", 2.0}}); }),
+            SEMGIR_OK);
+  EXPECT_EQ(open_with([](json& p) { p["calibration"] = json::object(); }), SEMGIR_OK);
+  fs::remove_all(tmp);
 }
 
 TEST_F(Api, BadInputMatrixGivesOneErrorEach) {
