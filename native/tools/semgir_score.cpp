@@ -86,6 +86,11 @@ nlohmann::ordered_json row(const std::string& path, const semgir::Result& r, con
   j["timings_ms"] = ok ? json{{"decode", r.decode_ms}, {"patch", r.model_ms}} : json::object();
   j["attribution"] = nullptr;
   j["generator"] = nullptr;
+  // the cascade's fields (semgir_engine.results.Result): this runner is the patch method, no cascade
+  j["stage"] = nullptr;
+  j["p_patch"] = nullptr;
+  j["p_semgir"] = nullptr;
+  j["regeneration"] = nullptr;
   return j;
 }
 
