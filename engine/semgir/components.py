@@ -44,6 +44,13 @@ def _cache_kw(decoder, cache) -> dict:
     return {name: cache}
 
 
+def _out_cache(out):
+    """The cache an output carries: ``cache`` in transformers 5 (reading ``past_key_values`` warns), else
+    ``past_key_values``."""
+    c = out.get("cache") if hasattr(out, "get") else None
+    return c if c is not None else out.past_key_values
+
+
 def _unstack(stacked: torch.Tensor, config):
     from transformers.cache_utils import DynamicCache
 
@@ -66,7 +73,7 @@ class BlipTextDecoderInit(nn.Module):
         cache = EncoderDecoderCache(DynamicCache(config=cfg), DynamicCache(config=cfg))
         out = self.decoder(input_ids=input_ids, encoder_hidden_states=encoder_hidden_states,
                            use_cache=True, **_cache_kw(self.decoder, cache))
-        c = out.past_key_values
+        c = _out_cache(out)
         return out.logits, _stack(c.self_attention_cache), _stack(c.cross_attention_cache)
 
 
@@ -91,7 +98,7 @@ class BlipTextDecoderWithPast(nn.Module):
         flag = cross_past[0, 0, :, :1, :1, :1].reshape(cross_past.shape[2], 1, 1).expand(-1, 1, cfg.hidden_size)
         out = self.decoder(input_ids=input_ids, encoder_hidden_states=flag, use_cache=True,
                            **_cache_kw(self.decoder, cache))
-        return out.logits, _stack(out.past_key_values.self_attention_cache)
+        return out.logits, _stack(_out_cache(out).self_attention_cache)
 
 
 class SdTextEncoder(nn.Module):
