@@ -273,56 +273,61 @@ def markdown(data: dict) -> str:
     if comps:
         sp = {(r["component"], r["batch"], r["backend"], r["precision"]): r["timing"]["items_per_s"] for r in comps}
         best = {(r["component"], r["batch"], r["backend"], r["precision"]): r["timing"]["min_ms"] for r in comps}
-        lines += ["## Components", "", "| component | backend | precision | batch | median ms | best ms | items/s | "
-                  "speed-up vs torch fp32 (median / best) | cosine vs fp32 | max abs diff | note |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        rows = []
         for r in comps:
             key = (r["component"], r["batch"], "torch", "fp32")
             base, base_best = sp.get(key), best.get(key)
             s = r["timing"]["items_per_s"] / base if base else None
             sb = base_best / r["timing"]["min_ms"] if base_best else None
-            lines.append(f"| {r['component']} | {r['backend']} | {r['precision']} | {r['batch']} | "
-                         f"{r['timing']['median_ms']:.1f} | {r['timing']['min_ms']:.1f} | {r['timing']['items_per_s']:.2f} | "
-                         f"{'%.2fx / %.2fx' % (s, sb) if s else '-'} | {r['cosine']:.5f} | {r['max_abs_diff']:.3g} "
-                         f"| {r['note']} |")
-        lines.append("")
+            rows.append((r["component"], r["backend"], r["precision"], r["batch"], f"{r['timing']['median_ms']:.1f}",
+                         f"{r['timing']['min_ms']:.1f}", f"{r['timing']['items_per_s']:.2f}",
+                         "%.2fx / %.2fx" % (s, sb) if s else "-", f"{r['cosine']:.5f}", f"{r['max_abs_diff']:.3g}",
+                         r["note"]))
+        lines += _table("Components", ("component", "backend", "precision", "batch", "median ms", "best ms", "items/s",
+                                       "speed-up vs torch fp32 (median / best)", "cosine vs fp32", "max abs diff",
+                                       "note"), rows)
     q = data.get("quantization")
     if q:
-        lines += ["## Quantization gate (per component, against the fp32 graph)", "",
-                  "| component | backend | precision | accepted | cosine | max abs diff | reason |", "|---|---|---|---|---|---|---|"]
+        rows = []
         for name, rec in q.items():
             for key, v in rec.items():
                 b, p = key.rsplit("-", 1)
                 par = v.get("parity", {})
-                lines.append(f"| {name} | {b} | {p} | {'yes' if v['accepted'] else 'no'} | "
-                             f"{par.get('min_cosine', float('nan')):.5f} | {par.get('max_abs_diff', float('nan')):.3g} "
-                             f"| {v.get('reason') or ''} |")
-        lines.append("")
+                rows.append((name, b, p, "yes" if v["accepted"] else "no", f"{par.get('min_cosine', float('nan')):.5f}",
+                             f"{par.get('max_abs_diff', float('nan')):.3g}", v.get("reason") or ""))
+        lines += _table("Quantization gate (per component, against the fp32 graph)",
+                        ("component", "backend", "precision", "accepted", "cosine", "max abs diff", "reason"), rows)
     pe = data.get("patch_e2e")
     if pe:
-        lines += ["## Patch-shuffle detector end to end", "",
-                  f"{pe['data']['images']} held-out images ({pe['data']['rows']}); images/s end to end (decoded "
-                  f"uint8 in, p_ai out: preprocessing included) at batch {pe['batch_size']}, median and best of "
-                  f"{pe.get('repeats', '?')} interleaved rounds.", "",
-                  "| configuration | images/s (median) | images/s (best) | ROC-AUC [95% CI] | accuracy | decisions = torch "
-                  "fp32 | max abs p diff |", "|---|---|---|---|---|---|---|"]
+        rows = []
         for c, v in pe["configs"].items():
             ci = v.get("roc_auc_ci") or [float("nan")] * 2
-            lines.append(f"| {c} | {v['images_per_s']:.0f} | {v.get('images_per_s_best', float('nan')):.0f} | "
-                         f"{v['roc_auc']:.4f} [{ci[0]:.3f}, {ci[1]:.3f}] | "
-                         f"{v['accuracy']:.4f} | {100 * v['decision_agreement']:.2f}% | {v['max_abs_p_diff']:.2e} |")
-        lines.append("")
+            rows.append((c, f"{v['images_per_s']:.0f}", f"{v.get('images_per_s_best', float('nan')):.0f}",
+                         f"{v['roc_auc']:.4f} [{ci[0]:.3f}, {ci[1]:.3f}]", f"{v['accuracy']:.4f}",
+                         f"{100 * v['decision_agreement']:.2f}%", f"{v['max_abs_p_diff']:.2e}"))
+        lines += _table("Patch detector end to end",
+                        ("configuration", "images/s (median)", "images/s (best)", "ROC-AUC [95% CI]", "accuracy",
+                         "decisions = torch fp32", "max abs p diff"), rows,
+                        intro=f"{pe['data']['images']} held-out images ({pe['data']['rows']}); images/s end to end "
+                              f"(decoded uint8 in, p_ai out: preprocessing included) at batch {pe['batch_size']}, "
+                              f"median and best of {pe.get('repeats', '?')} interleaved rounds.")
     se = data.get("semgir_e2e")
     if se:
-        lines += ["## SemGIR end to end per precision", "",
-                  "| backend | precision | images | s/image | speed-up vs ORT fp32 | max abs p_ai diff | decisions agreeing "
-                  "| captions identical |", "|---|---|---|---|---|---|---|---|"]
-        for r in se:
-            lines.append(f"| {r['backend']} | {r['precision']} | {r['images']} | {r['s_per_image']:.2f} | "
-                         f"{se[0]['s_per_image'] / r['s_per_image']:.2f}x | {r['max_abs_p_diff']:.2e} | "
-                         f"{100 * r['decision_agreement']:.1f}% | {r['captions_identical']}/{r['images']} |")
-        lines.append("")
+        rows = [(r["backend"], r["precision"], r["images"], f"{r['s_per_image']:.2f}",
+                 f"{se[0]['s_per_image'] / r['s_per_image']:.2f}x", f"{r['max_abs_p_diff']:.2e}",
+                 f"{100 * r['decision_agreement']:.1f}%", f"{r['captions_identical']}/{r['images']}") for r in se]
+        lines += _table("SemGIR end to end per precision",
+                        ("backend", "precision", "images", "s/image", "speed-up vs ORT fp32", "max abs p_ai diff",
+                         "decisions agreeing", "captions identical"), rows)
     return "\n".join(lines)
+
+
+def _table(title: str, header: Sequence[str], rows: Sequence[Sequence], intro: str | None = None) -> list[str]:
+    """A markdown section: title, optional intro, then the table."""
+    out = [f"## {title}", ""] + ([intro, ""] if intro else [])
+    out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return out + [""]
 
 
 def _versions() -> dict:
