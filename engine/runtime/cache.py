@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from ..errors import SemgirError
-from ..hashing import sha256_file
+from ..hashing import file_size, sha256_file
 from ..locking import file_lock
 
 log = logging.getLogger(__name__)
@@ -100,10 +100,11 @@ class ArtifactCache:
                     and isinstance(f.get("sha256"), str)):
                 return None, "malformed file record in artifact.json"
             p = d / f["name"]
-            if p.parent != d or not p.is_file():
+            size = file_size(p) if p.parent == d else None
+            if size is None:
                 return None, f"{f['name']!r} missing"
-            if p.stat().st_size != f["bytes"]:
-                return None, f"{f['name']} has {p.stat().st_size} bytes, recorded {f['bytes']} (truncated or replaced)"
+            if size != f["bytes"]:
+                return None, f"{f['name']} has {size} bytes, recorded {f['bytes']} (truncated or replaced)"
             if sha256_file(p) != f["sha256"]:
                 return None, f"{f['name']} sha256 differs from the record (corrupt or replaced)"
         return Artifact(key, d, tuple(f["name"] for f in files), info["parts"], info.get("meta", {})), "ok"

@@ -73,17 +73,20 @@ def component_entry(export_dir: str | Path, manifest: dict, name: str, precision
     if not spec_current(name, entry):
         raise ExportDirError(f"{export_dir}: {name} was exported with another version of its spec (inputs/outputs "
                              f"changed since); re-export it with `semgir-engine export --components {name} --force`")
-    path = Path(export_dir) / entry["file"]
-    if not path.is_file():
-        raise ExportDirError(f"{path} is listed in the manifest but missing; re-export {name}")
-    if verify:
-        from ..hashing import sha256_file
+    from ..hashing import file_size, sha256_file
 
-        for f, digest in files:
-            if not (Path(export_dir) / f).is_file():
-                raise ExportDirError(f"{Path(export_dir) / f} is listed in the manifest but missing; re-export {name}")
-            if sha256_file(Path(export_dir) / f) != digest:
-                raise ExportDirError(f"{f}: sha256 differs from the manifest (corrupt or replaced); re-export")
+    path = Path(export_dir) / entry["file"]
+    for f in [entry["file"]] + [f for f, _ in files]:  # the graph and its external data
+        if file_size(Path(export_dir) / f) is None:
+            raise ExportDirError(f"{str(Path(export_dir) / f)[:300]} is listed in the manifest but missing; "
+                                 f"re-export {name}")
+    for f, digest in files if verify else []:
+        try:
+            actual = sha256_file(Path(export_dir) / f)
+        except OSError as exc:
+            raise ExportDirError(f"{f[:300]}: cannot read it ({exc}); re-export {name}") from exc
+        if actual != digest:
+            raise ExportDirError(f"{f[:300]}: sha256 differs from the manifest (corrupt or replaced); re-export")
     return path, entry
 
 
