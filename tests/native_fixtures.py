@@ -307,9 +307,12 @@ def tokenizer_cases(root: Path, seed: int = 3, n_clip: int = 3000, n_wordpiece: 
     rng = np.random.default_rng(seed)
     vocab = [t for t in (exp / p["captioner"]["vocab_file"]).read_text(encoding="utf-8").split("\n") if t]
     words = [t for t in vocab if not t.startswith("[")] + ["photograph", "street's", "don't", "we're", "they've",
-                                                            "i'm", "it'll", "he'd", "Hello", "CAT", "x-ray", "3d"]
-    punct = list(".,!?;:'\"()-/[]{}*+=<>#$%@^_|~`") + ["...", "--", "'s", "0", "12", "2024", "7.5"]
-    spaces = [" ", " ", " ", "  ", "\t", "\n", ""]
+                                                            "i'm", "it'll", "he'd", "Hello", "CAT", "x-ray", "3d", "café", "naïve",
+                                                            "Über", "straße", "ÉCOLE", "piñata", "日本", "Ωmega",
+                                                            "fiancée's", "ﬁne", "ＡＢＣ１", "‘quoted’", "ʼtis"]
+    punct = list(".,!?;:'\"()-/[]{}*+=<>#$%@^_|~`") + ["...", "--", "'s", "0", "12", "2024", "7.5", "—", "“", "”",
+                                                        "…", "°", "€"]
+    spaces = [" ", " ", " ", "  ", "\t", "\n", "", "\u00a0", "\u3000"]
     texts = ["", " ", "a", "<start_of_text>", "a<end_of_text>b", "'s 's", "''s", "a photo of " * 40,
              "  Two  DOGS,\tplaying!! in the 2nd park... (really) "]
     while len(texts) < n_clip:

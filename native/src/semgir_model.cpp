@@ -2,6 +2,11 @@
 
 #include <zlib.h>
 
+#include <clocale>
+#include <cwctype>
+#include <locale.h>
+#include <wctype.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -64,7 +69,57 @@ std::string strip(const std::string& s) {
 void utf8_append(std::string& out, uint32_t cp) {
   if (cp < 0x80) out += char(cp);
   else if (cp < 0x800) { out += char(0xC0 | (cp >> 6)); out += char(0x80 | (cp & 0x3F)); }
-  else { out += char(0xE0 | (cp >> 12)); out += char(0x80 | ((cp >> 6) & 0x3F)); out += char(0x80 | (cp & 0x3F)); }
+  else if (cp < 0x10000) { out += char(0xE0 | (cp >> 12)); out += char(0x80 | ((cp >> 6) & 0x3F)); out += char(0x80 | (cp & 0x3F)); }
+  else {
+    out += char(0xF0 | (cp >> 18));
+    out += char(0x80 | ((cp >> 12) & 0x3F));
+    out += char(0x80 | ((cp >> 6) & 0x3F));
+    out += char(0x80 | (cp & 0x3F));
+  }
+}
+
+// UTF-8 -> code points (a malformed byte stands for itself, as U+FFFD would not round-trip)
+std::vector<uint32_t> utf8_decode(const std::string& s) {
+  std::vector<uint32_t> out;
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char c = (unsigned char)s[i];
+    int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (len == 0 || i + size_t(len) > s.size()) { out.push_back(0xFFFD); ++i; continue; }
+    uint32_t cp = len == 1 ? c : len == 2 ? (c & 0x1F) : len == 3 ? (c & 0x0F) : (c & 0x07);
+    bool ok = true;
+    for (int k = 1; k < len; ++k) {
+      const unsigned char d = (unsigned char)s[i + size_t(k)];
+      ok = ok && (d >> 6) == 2;
+      cp = (cp << 6) | (d & 0x3F);
+    }
+    if (!ok) { out.push_back(0xFFFD); ++i; continue; }
+    out.push_back(cp);
+    i += size_t(len);
+  }
+  return out;
+}
+
+// Unicode classes for CLIP's text cleanup and pre-tokenizer: Python's str.isspace, \p{L} (glibc's C.UTF-8
+// alpha class beyond ASCII), \p{N} (ASCII digits only), str.lower (towlower beyond ASCII)
+locale_t utf8_locale() {
+  static locale_t loc = newlocale(LC_CTYPE_MASK, "C.UTF-8", locale_t(0));
+  return loc;
+}
+bool u_space(uint32_t c) {
+  return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+}
+bool u_digit(uint32_t c) { return c >= '0' && c <= '9'; }
+bool u_letter(uint32_t c) {
+  if (c < 0x80) return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+  if (u_space(c)) return false;
+  locale_t loc = utf8_locale();
+  return loc ? iswalpha_l(wint_t(c), loc) != 0 : true;
+}
+uint32_t u_lower(uint32_t c) {
+  if (c < 0x80) return c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c;
+  locale_t loc = utf8_locale();
+  return loc ? uint32_t(towlower_l(wint_t(c), loc)) : c;
 }
 
 float f32_param(const json& a, int c) { return float(a.at(c).get<double>()); }
@@ -382,42 +437,59 @@ std::vector<std::string> ClipBpeTokenizer::bpe(const std::string& word) const {
 }
 
 std::vector<int64_t> ClipBpeTokenizer::encode(const std::string& raw) const {
-  // _clean: whitespace runs -> one space, strip, lower (ASCII)
-  std::string text;
-  bool sp = false;
-  for (unsigned char c : raw) {
-    if (is_space(c)) { sp = true; continue; }
-    if (sp && !text.empty()) text += ' ';
-    sp = false;
-    text += char(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+  // _clean: ftfy.fix_text's character fixes (curly quotes, fullwidth forms, Latin ligatures; not its
+  // mojibake repair nor NFC), whitespace runs -> one space, strip, lower
+  std::vector<uint32_t> fixed;
+  for (uint32_t c : utf8_decode(raw)) {
+    if (c == 0x02BC || (c >= 0x2018 && c <= 0x201B)) fixed.push_back('\'');
+    else if (c >= 0x201C && c <= 0x201F) fixed.push_back('"');
+    else if (c >= 0xFF01 && c <= 0xFF5E) fixed.push_back(c - 0xFEE0);
+    else if (c == 0x3000) fixed.push_back(' ');
+    else if (c >= 0xFB00 && c <= 0xFB06) {
+      static const char* kLig[] = {"ff", "fi", "fl", "ffi", "ffl", "\xC5\xBFt", "st"};
+      for (uint32_t d : utf8_decode(kLig[c - 0xFB00])) fixed.push_back(d);
+    } else fixed.push_back(c);
   }
-  auto letter = [](unsigned char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c >= 0x80; };
-  auto digit = [](unsigned char c) { return c >= '0' && c <= '9'; };
+  std::vector<uint32_t> text;
+  bool sp = false;
+  for (uint32_t c : fixed) {
+    if (u_space(c)) { sp = true; continue; }
+    if (sp && !text.empty()) text.push_back(' ');
+    sp = false;
+    text.push_back(u_lower(c));
+  }
   // the pre-tokenizer's pattern, leftmost alternative first
   std::vector<std::string> words;
   static const char* kLiterals[] = {"<start_of_text>", "<end_of_text>", "'s", "'t", "'re", "'ve", "'m", "'ll", "'d"};
-  size_t i = 0;
   const size_t n = text.size();
+  auto word = [&](size_t a, size_t b) {
+    std::string w;
+    for (size_t k = a; k < b; ++k) utf8_append(w, text[k]);
+    words.push_back(w);
+  };
+  size_t i = 0;
   while (i < n) {
-    const unsigned char c = (unsigned char)text[i];
+    const uint32_t c = text[i];
     bool matched = false;
     for (const char* lit : kLiterals) {
       const size_t L = std::strlen(lit);
-      if (text.compare(i, L, lit) == 0) { words.push_back(text.substr(i, L)); i += L; matched = true; break; }
+      bool eq = i + L <= n;
+      for (size_t k = 0; eq && k < L; ++k) eq = text[i + k] == uint32_t((unsigned char)lit[k]);
+      if (eq) { word(i, i + L); i += L; matched = true; break; }
     }
     if (matched) continue;
     size_t j = i;
-    if (letter(c)) {
-      while (j < n && letter((unsigned char)text[j])) ++j;
-    } else if (digit(c)) {
+    if (u_letter(c)) {
+      while (j < n && u_letter(text[j])) ++j;
+    } else if (u_digit(c)) {
       j = i + 1;
-    } else if (!is_space(c)) {
-      while (j < n && !is_space((unsigned char)text[j]) && !letter((unsigned char)text[j]) && !digit((unsigned char)text[j])) ++j;
+    } else if (!u_space(c)) {
+      while (j < n && !u_space(text[j]) && !u_letter(text[j]) && !u_digit(text[j])) ++j;
     } else {
       ++i;
       continue;
     }
-    words.push_back(text.substr(i, j - i));
+    word(i, j);
     i = j;
   }
   std::vector<int64_t> ids;

@@ -36,9 +36,10 @@ class WordPieceDecoder {
   std::vector<int64_t> special_;
 };
 
-/// engine/runtime/tokenizers.py:ClipBpeTokenizer (open_clip's byte-level BPE). Text cleanup: whitespace
-/// collapsed, ASCII lower-cased; HTML entities are not unescaped and non-ASCII characters count as
-/// letters (not lower-cased) -- exact for ASCII captions without '&' entities.
+/// engine/runtime/tokenizers.py:ClipBpeTokenizer (open_clip's byte-level BPE). Text cleanup: ftfy's
+/// character fixes (curly quotes, fullwidth forms, Latin ligatures; not its mojibake repair or NFC),
+/// Unicode whitespace collapsed, lower-cased (towlower beyond ASCII); letters beyond ASCII by glibc's
+/// C.UTF-8 alpha class, numbers ASCII digits only. HTML entities are not unescaped (Python's are).
 class ClipBpeTokenizer {
  public:
   ClipBpeTokenizer() = default;
