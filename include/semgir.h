@@ -12,6 +12,10 @@
  *   semgir_score_file(eng, "a.jpg", &r);       // r.status, r.p_ai, r.label, r.error, r.timing
  *   semgir_close(eng);
  *
+ * The SemGIR method (an export with `--components all`): opt.method = SEMGIR_METHOD_SEMGIR (and
+ * opt.steps, opt.seed, opt.guidance_scale, opt.max_new_tokens, opt.num_beams); captions and stage
+ * times come from semgir_score_files_details.
+ *
  * Rules of the boundary: plain C types only (no exceptions, no STL); every struct a caller passes
  * in starts with `struct_size` so that later versions can add fields; strings a function returns
  * belong to the library (valid until the handle is closed, or for semgir_last_error until the

@@ -2,7 +2,9 @@
 
 Needs the native build (`bash scripts/build_native.sh`, which `scripts/install.sh` runs); skipped
 without it. Over 50 images of the shared data sets (when present) and the fixture matrix of every
-decoding rule: same rows (path, sha256, size, note, label; p_ai within 1e-5), same exit status.
+decoding rule: same rows (path, sha256, size, note, label; p_ai within 1e-5), same exit status. And
+the SemGIR method on the tiny export (defaults, guidance with odd steps, beam search): same captions,
+labels and fields, p_ai within 1e-4.
 """
 
 from __future__ import annotations
