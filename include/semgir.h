@@ -12,6 +12,10 @@
  *   semgir_score_file(eng, "a.jpg", &r);       // r.status, r.p_ai, r.label, r.error, r.timing
  *   semgir_close(eng);
  *
+ * The SemGIR method (an export with `--components all`): opt.method = SEMGIR_METHOD_SEMGIR (and
+ * opt.steps, opt.seed, opt.guidance_scale, opt.max_new_tokens, opt.num_beams); captions and stage
+ * times come from semgir_score_files_details.
+ *
  * Rules of the boundary: plain C types only (no exceptions, no STL); every struct a caller passes
  * in starts with `struct_size` so that later versions can add fields; strings a function returns
  * belong to the library (valid until the handle is closed, or for semgir_last_error until the
@@ -35,7 +39,7 @@ extern "C" {
 #endif
 
 /** Version of this header's API; semgir_api_version() returns the library's. */
-#define SEMGIR_API_VERSION 1
+#define SEMGIR_API_VERSION 2
 
 typedef enum semgir_status {
     SEMGIR_OK = 0,
@@ -67,6 +71,14 @@ typedef struct semgir_options {
     int32_t verify_hashes;  /* 1 (default): check each graph's sha256 against the manifest at open */
     int64_t max_pixels;     /* decompression-bomb guard; default 64,000,000 like the Python runtime */
     int64_t max_bytes;      /* largest file / buffer accepted; default 256 MiB */
+    /* SemGIR method only (added in API version 2; callers built against version 1 get the defaults,
+       which are the Python CLI's): */
+    int32_t steps;          /* regeneration steps (DPM-Solver++); default 4; <= 0 = default */
+    int32_t max_new_tokens; /* caption length; default 20; <= 0 = the weights' generation config */
+    int32_t num_beams;      /* caption beams; default 1 (greedy), > 1 beam search; <= 0 = the weights' config */
+    int32_t reserved0;
+    int64_t seed;           /* the run's seed (per-image noise: engine/semgir/pipeline.py:image_seed); default 0 */
+    double guidance_scale;  /* classifier-free guidance; default 1.0 (off); <= 0 = default */
 } semgir_options;
 
 /** An 8-bit RGB image in memory: `height` rows of `stride` bytes, 3 bytes per pixel (R, G, B). */
@@ -93,6 +105,20 @@ typedef struct semgir_result {
     double decode_ms;     /* reading + decoding this item */
     double model_ms;      /* this item's share of preprocessing + inference + calibration of its batch */
 } semgir_result;
+
+#define SEMGIR_CAPTION_LEN 512
+
+/** What the SemGIR method adds to a result (semgir_score_files_details). The caller sets
+ *  struct_size (semgir_details_init) in every element; the array's stride is details[0].struct_size.
+ *  For the patch method the caption is "" and the stage times are 0. */
+typedef struct semgir_details {
+    uint32_t struct_size;
+    char caption[SEMGIR_CAPTION_LEN]; /* the BLIP caption (UTF-8; truncated to fit) */
+    double caption_ms;    /* this item's share of each stage of its batch, as the Python row's timings_ms */
+    double regenerate_ms;
+    double embed_ms;
+    double head_ms;
+} semgir_details;
 
 /** A decoded image owned by the library (semgir_decode); free with semgir_image_free. */
 typedef struct semgir_image {
@@ -143,6 +169,14 @@ SEMGIR_API semgir_status semgir_score_encoded_batch(semgir_engine *engine, const
                                                     const size_t *sizes, size_t count, semgir_result *results);
 SEMGIR_API semgir_status semgir_score_rgb_batch(semgir_engine *engine, const semgir_rgb_image *images,
                                                 size_t count, semgir_result *results);
+
+/** semgir_score_files plus each item's SemGIR details (`details` may be NULL: then it is that call). */
+SEMGIR_API void semgir_details_init(semgir_details *details);
+SEMGIR_API semgir_status semgir_score_files_details(semgir_engine *engine, const char *const *paths, size_t count,
+                                                    semgir_result *results, semgir_details *details);
+/** 1 when the export's weights are random or tiny (test) weights: scores are meaningless and the
+ *  SemGIR method withholds labels (SEMGIR_LABEL_NONE), as the Python runtime does; else 0. */
+SEMGIR_API int32_t semgir_engine_random_weights(const semgir_engine *engine);
 
 /** Decode encoded bytes exactly as the engine does (EXIF rotation, alpha on white, 16-bit, CMYK,
  *  palette, first frame; `max_pixels` <= 0 means the default). Free `image` with semgir_image_free. */

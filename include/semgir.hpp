@@ -45,6 +45,11 @@ class Options {
   Options& verify_hashes(bool v) { o_.verify_hashes = v ? 1 : 0; return *this; }
   Options& max_pixels(int64_t n) { o_.max_pixels = n; return *this; }
   Options& max_bytes(int64_t n) { o_.max_bytes = n; return *this; }
+  Options& steps(int n) { o_.steps = n; return *this; }
+  Options& seed(int64_t n) { o_.seed = n; return *this; }
+  Options& guidance_scale(double g) { o_.guidance_scale = g; return *this; }
+  Options& max_new_tokens(int n) { o_.max_new_tokens = n; return *this; }
+  Options& num_beams(int n) { o_.num_beams = n; return *this; }
   const semgir_options* get() const { return &o_; }
   Options(const Options& other) : o_(other.o_), precision_(other.precision_) { fix(); }
   Options& operator=(const Options& other) { o_ = other.o_; precision_ = other.precision_; fix(); return *this; }
@@ -94,6 +99,18 @@ class Engine {
     return out;
   }
 
+  /// score_files with each item's SemGIR details (caption, stage times)
+  std::vector<Result> score_files(const std::vector<std::string>& paths, std::vector<semgir_details>* details) {
+    std::vector<const char*> c;
+    for (const auto& p : paths) c.push_back(p.c_str());
+    std::vector<Result> out(paths.size());
+    details->assign(paths.size(), semgir_details());
+    for (auto& d : *details) semgir_details_init(&d);
+    check_batch(semgir_score_files_details(h_, c.data(), c.size(), out.data(), details->data()));
+    return out;
+  }
+  bool random_weights() const { return semgir_engine_random_weights(h_) != 0; }
+  std::string method() const { return semgir_engine_method(h_); }
   std::string model_version() const { return semgir_engine_model_version(h_); }
   std::string runtime() const { return semgir_engine_runtime(h_); }
   double threshold() const { return semgir_engine_threshold(h_); }

@@ -15,7 +15,10 @@ path runs), OUT_DIR/expected.json and three export directories of ``patch_cnn``:
   upscale) and an isotonic calibration, the paths no shipped model uses.
 
 plus OUT_DIR/resample (``resample.json`` and raw RGB files): Pillow resizes of noise images, which
-the native resampler must reproduce byte for byte.
+the native resampler must reproduce byte for byte; and for the native SemGIR method ``export-semgir``
+(the tiny weights' pipeline graphs), ``expected_semgir.json`` (the Python ONNX Runtime rows on a few
+matrix images, two settings) and ``tokenizers.json`` (CLIP BPE encodes, WordPiece decodes and the
+initial noise, from the Python code the pipeline runs).
 """
 
 from __future__ import annotations
@@ -256,6 +259,88 @@ def export_patch(root: Path) -> None:
     (dst / "manifest.json").write_text(json.dumps(m, indent=1))
 
 
+#: the SemGIR graphs the native pipeline runs (registry.PIPELINE_COMPONENTS)
+SEMGIR_COMPONENTS = ("blip_vision", "blip_text_decoder_init", "blip_text_decoder_with_past", "sd_text_encoder", "unet",
+                     "vae_decoder", "clip_image", "semgir_head")
+#: the matrix images SemGIR scores (sizes below, at and above both preprocessings' inputs; grey, CMYK, alpha)
+SEMGIR_IMAGES = ("jpeg_rgb_q90.jpg", "jpeg_grey.jpg", "jpeg_cmyk.jpg", "jpeg_large.jpg", "jpeg_small.jpg",
+                 "png_rgba.png", "png_size_10x300.png", "png_size_1000x37.png")
+
+
+def export_semgir(root: Path) -> Path:
+    """``export-semgir``: the tiny SemGIR weights' pipeline graphs (kept when already there)."""
+    out = root / "export-semgir"
+    m = out / "manifest.json"
+    if not (m.is_file() and all(json.loads(m.read_text()).get("components", {}).get(c) for c in SEMGIR_COMPONENTS)):
+        subprocess.run([sys.executable, "-m", "semgir_engine.cli", "-q", "export", "--models", "tiny", "--components",
+                        ",".join(SEMGIR_COMPONENTS), "--out", str(out), "--force"], check=True)
+    return out
+
+
+def semgir_expectations(root: Path, images: Path) -> None:
+    """expected_semgir.json: the Python ONNX Runtime backend's rows (`semgir-engine score --method semgir`) on
+    SEMGIR_IMAGES, at the defaults (4 DPM-Solver++ steps, guidance 1, seed 0, greedy 20 tokens), at
+    guidance 3 with 3 steps and seed 7 (classifier-free guidance, odd step count) and with beam search
+    (3 beams, 12 new tokens)."""
+    names = [n for n in SEMGIR_IMAGES if (images / n).is_file()]
+    runs = {}
+    for key, extra in (("default", []), ("cfg", ["--guidance-scale", "3", "--steps", "3", "--seed", "7"]),
+                       ("beams", ["--num-beams", "3", "--max-new-tokens", "12"])):
+        out = root / f"semgir-{key}.jsonl"
+        out.unlink(missing_ok=True)
+        subprocess.run([sys.executable, "-m", "semgir_engine.cli", "-q", "score", "--backend", "onnxruntime",
+                        "--device", "cpu", "--export-dir", str(root / "export-semgir"), "--method", "semgir",
+                        "--format", "jsonl", "--out", str(out), *extra, *[str(images / n) for n in names]], check=True)
+        rows = {Path(r["path"]).name: r for r in map(json.loads, out.read_text().splitlines())}
+        runs[key] = {"args": extra, "rows": [rows[n] for n in names]}
+    (root / "expected_semgir.json").write_text(json.dumps(runs, indent=1))
+
+
+def tokenizer_cases(root: Path, seed: int = 3, n_clip: int = 3000, n_wordpiece: int = 2000) -> None:
+    """tokenizers.json: CLIP BPE ids (the Python ClipBpeTokenizer on the `tokenizers` package, padded as the SD
+    text encoder takes them) of random word sequences from the BLIP vocab plus punctuation and digits, and
+    WordPiece decodes (the pipeline's WordPieceDecoder + strip) of random id sequences."""
+    from semgir_engine.runtime.tokenizers import ClipBpeTokenizer, WordPieceDecoder
+
+    exp = root / "export-semgir"
+    p = json.loads((exp / "manifest.json").read_text())["pipeline"]
+    rng = np.random.default_rng(seed)
+    vocab = [t for t in (exp / p["captioner"]["vocab_file"]).read_text(encoding="utf-8").split("\n") if t]
+    words = [t for t in vocab if not t.startswith("[")] + ["photograph", "street's", "don't", "we're", "they've",
+                                                            "i'm", "it'll", "he'd", "Hello", "CAT", "x-ray", "3d", "café", "naïve",
+                                                            "Über", "straße", "ÉCOLE", "piñata", "日本", "Ωmega",
+                                                            "fiancée's", "ﬁne", "ＡＢＣ１", "‘quoted’", "ʼtis"]
+    punct = list(".,!?;:'\"()-/[]{}*+=<>#$%@^_|~`") + ["...", "--", "'s", "0", "12", "2024", "7.5", "—", "“", "”",
+                                                        "…", "°", "€"]
+    spaces = [" ", " ", " ", "  ", "\t", "\n", "", "\u00a0", "\u3000"]
+    texts = ["", " ", "a", "<start_of_text>", "a<end_of_text>b", "'s 's", "''s", "a photo of " * 40,
+             "  Two  DOGS,\tplaying!! in the 2nd park... (really) "]
+    while len(texts) < n_clip:
+        k = int(rng.integers(1, 30))
+        parts = []
+        for _ in range(k):
+            pool = words if rng.random() < 0.75 else punct
+            parts.append(pool[int(rng.integers(len(pool)))])
+            parts.append(spaces[int(rng.integers(len(spaces)))])
+        texts.append("".join(parts))
+    tok = ClipBpeTokenizer(exp / p["clip_tokenizer"]["bpe_file"], int(p["clip_tokenizer"].get("context_length", 77)),
+                           pad_id=int(p["regenerator"].get("tokenizer_pad_id", 0)))
+    ids = tok(texts)
+    wp = WordPieceDecoder(exp / p["captioner"]["vocab_file"], p["captioner"]["special_ids"])
+    seqs = [rng.integers(-2, len(vocab) + 3, int(rng.integers(0, 25))).tolist() for _ in range(n_wordpiece)]
+    (root / "tokenizers.json").write_text(json.dumps({
+        "clip": {"pad_id": tok.pad_id, "context_length": tok.context_length, "texts": texts, "ids": ids.tolist()},
+        "wordpiece": {"ids": seqs, "texts": [wp.decode(s).strip() for s in seqs]},
+        "noise": {"seeds": [0, 1, 12345, 2**62 - 1, 2**64 - 1],
+                  "values": [initial_noise_values(sd) for sd in (0, 1, 12345, 2**62 - 1, 2**64 - 1)]}}))
+
+
+def initial_noise_values(seed: int, n: int = 4096) -> list[float]:
+    from semgir_engine.semgir.pipeline import initial_noise
+
+    return initial_noise(seed, (n,)).tolist()
+
+
 def resample_cases(out: Path, seed: int = 1) -> None:
     """Pillow BICUBIC / BILINEAR resizes of noisy RGB images (what fit "short" / "resize" call), as raw
     bytes: input, and the output window [x0, x0 + w) x [y0, y0 + h) the native resampler must equal."""
@@ -310,6 +395,9 @@ def main(out: str) -> None:
     exp = python_expectations(root / "images", names, root)
     (root / "expected.json").write_text(json.dumps(exp, indent=1))
     resample_cases(root / "resample")
+    export_semgir(root)
+    semgir_expectations(root, root / "images")
+    tokenizer_cases(root)
 
 
 if __name__ == "__main__":

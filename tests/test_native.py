@@ -2,7 +2,9 @@
 
 Needs the native build (`bash scripts/build_native.sh`, which `scripts/install.sh` runs); skipped
 without it. Over 50 images of the shared data sets (when present) and the fixture matrix of every
-decoding rule: same rows (path, sha256, size, note, label; p_ai within 1e-5), same exit status.
+decoding rule: same rows (path, sha256, size, note, label; p_ai within 1e-5), same exit status. And
+the SemGIR method on the tiny export (defaults, guidance with odd steps, beam search): same captions,
+labels and fields, p_ai within 1e-4.
 """
 
 from __future__ import annotations
@@ -135,4 +137,40 @@ def test_runner_usage_and_fatal_exit_codes(export_dir, tmp_path):
     assert p.returncode == 1 and "manifest.json" in p.stderr
     p = subprocess.run([str(RUNNER), "--export-dir", str(export_dir), "--method", "semgir", "x.jpg"],
                        capture_output=True, text=True)
-    assert p.returncode == 1 and "not implemented in the native runtime" in p.stderr
+    assert p.returncode == 1 and "captioner" in p.stderr  # a patch-only export has no SemGIR settings
+    p = subprocess.run([str(RUNNER), "--export-dir", str(export_dir), "--method", "semgir", "--num-beams", "0", "x.jpg"],
+                       capture_output=True, text=True)
+    assert p.returncode == 2
+
+
+@pytest.fixture(scope="module")
+def semgir_export(tmp_path_factory):
+    return native_fixtures.export_semgir(tmp_path_factory.mktemp("native-semgir"))
+
+
+@pytest.mark.parametrize("extra", [[], ["--guidance-scale", "2.5", "--steps", "3", "--seed", "11"],
+                                   ["--num-beams", "2", "--max-new-tokens", "9"]], ids=["defaults", "cfg", "beams"])
+def test_runner_semgir_matches_python_onnxruntime(semgir_export, tmp_path, extra):
+    """`semgir-score --method semgir` against `semgir-engine score --backend onnxruntime --method semgir`: same
+    captions, labels (withheld: tiny weights) and fields, p_ai within 1e-4."""
+    images = tmp_path / "images"
+    names = native_fixtures.make_images(images)
+    paths = [str(images / n) for n in native_fixtures.SEMGIR_IMAGES if n in names]
+    out = tmp_path / "py.jsonl"
+    r = CliRunner().invoke(main, ["score", *paths, "--backend", "onnxruntime", "--device", "cpu", "--export-dir",
+                                  str(semgir_export), "--method", "semgir", "--out", str(out), "--no-progress", *extra])
+    assert r.exit_code == 0, r.output
+    py = [json.loads(line) for line in out.read_text().splitlines()]
+    p = subprocess.run([str(RUNNER), "--export-dir", str(semgir_export), "--method", "semgir", *extra, *paths],
+                       capture_output=True, text=True, env=dict(os.environ, SEMGIR_ORT_THREADS="1"), timeout=300)
+    assert p.returncode == 0, p.stderr
+    nat = [json.loads(line) for line in p.stdout.splitlines()]
+    assert [n["path"] for n in nat] == [q["path"] for q in py] and len(nat) == len(paths) >= 8
+    for q, n in zip(py, nat):
+        assert set(n) == set(q)
+        for k in ("sha256", "caption", "label", "width", "height", "note", "method", "model_version",
+                  "random_weights", "error"):
+            assert n[k] == q[k], (n["path"], k, q[k], n[k])
+        assert n["random_weights"] is True and n["label"] is None and n["caption"]
+        assert abs(n["p_ai"] - q["p_ai"]) <= 1e-4, (n["path"], q["p_ai"], n["p_ai"])
+        assert set(n["timings_ms"]) >= set(q["timings_ms"]) == {"caption", "regenerate", "embed", "head"}

@@ -81,9 +81,38 @@ def image_seed(seed: int, sha256: str | None) -> int:
     return (content + 1_000_003 * int(seed)) % (2**62)
 
 
+_M64 = (1 << 64) - 1
+
+
+def _splitmix64(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's output function on uint64 arrays (wrapping arithmetic)."""
+    z = z + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
 def initial_noise(seed: int, shape: tuple[int, ...]) -> np.ndarray:
-    """Initial latents of one image: ``default_rng(seed)`` standard normal, float32 (every backend)."""
-    return np.random.default_rng(int(seed)).standard_normal(shape, dtype=np.float32)
+    """Initial latents of one image, standard normal float32 (every backend, and the native runtime).
+
+    Part of the export contract, defined here so that any language reproduces it bit for bit:
+    ``key = splitmix64(seed mod 2**64)``; element ``i`` (C order) takes ``a = splitmix64(key ^ 2i)``,
+    ``b = splitmix64(key ^ (2i + 1))``, ``u1 = ((a >> 11) + 1) / 2**53`` in (0, 1],
+    ``u2 = (b >> 11) / 2**53`` in [0, 1), and is ``float32(sqrt(-2 ln u1) * cos(2 pi u2))``
+    (Box-Muller in float64, rounded once to float32; native/src/semgir.cpp does the same).
+    ``splitmix64(z)``: ``z += 0x9E3779B97F4A7C15; z = (z ^ z >> 30) * 0xBF58476D1CE4E5B9;
+    z = (z ^ z >> 27) * 0x94D049BB133111EB; return z ^ z >> 31`` (64-bit wrapping)."""
+    n = int(np.prod(shape, dtype=np.int64))
+    with np.errstate(over="ignore"):
+        key = _splitmix64(np.array([int(seed) & _M64], np.uint64))[0]
+        i2 = np.arange(n, dtype=np.uint64) * np.uint64(2)
+        a = _splitmix64(key ^ i2)
+        b = _splitmix64(key ^ (i2 + np.uint64(1)))
+    scale = 1.0 / 9007199254740992.0  # 2**-53
+    u1 = ((a >> np.uint64(11)).astype(np.float64) + 1.0) * scale
+    u2 = (b >> np.uint64(11)).astype(np.float64) * scale
+    z = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+    return z.astype(np.float32).reshape(shape)
 
 
 def _pp(d: dict) -> ImagePreprocess:

@@ -5,11 +5,13 @@
 #include <limits>
 #include <mutex>
 #include <new>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "decode.hpp"
 #include "patch.hpp"
+#include "semgir_model.hpp"
 #include "semgir.h"
 
 #ifndef SEMGIR_VERSION_STRING
@@ -18,6 +20,10 @@
 
 struct semgir_engine {
   std::unique_ptr<semgir::PatchModel> patch;
+  std::unique_ptr<semgir::SemgirModel> semgir;  // method "semgir"
+  std::string version;
+  double threshold = 0.5;
+  bool random_weights = false;
   std::mutex model_mutex;  // model calls are serialised per handle; decoding runs in parallel
   std::string method = "patch";
   std::string runtime;
@@ -117,10 +123,24 @@ void decode_item(const semgir_engine* e, const Item& it, semgir_result* r, semgi
 }
 
 // Decode every item, score the good ones in one model call; a failed batch is retried item by item.
-semgir_status score_items_impl(semgir_engine* e, const Item* items, size_t count, semgir_result* results) {
+semgir_details* details_at(semgir_details* details, size_t i) {
+  if (!details) return nullptr;
+  const size_t stride = details[0].struct_size;
+  return reinterpret_cast<semgir_details*>(reinterpret_cast<char*>(details) + i * stride);
+}
+
+semgir_status score_items_impl(semgir_engine* e, const Item* items, size_t count, semgir_result* results,
+                               semgir_details* details) {
+  if (details && details[0].struct_size < sizeof(uint32_t))
+    throw std::invalid_argument("details[0].struct_size is not set (call semgir_details_init)");
   std::vector<semgir::RgbImage> imgs(count);
   std::vector<size_t> ok;
   for (size_t i = 0; i < count; ++i) {
+    if (semgir_details* d = details_at(details, i)) {
+      const uint32_t sz = d->struct_size;
+      std::memset(d, 0, std::min<size_t>(sz, sizeof(semgir_details)));
+      d->struct_size = sz;
+    }
     reset(&results[i]);
     decode_item(e, items[i], &results[i], &imgs[i]);
     if (results[i].status == SEMGIR_OK) ok.push_back(i);
@@ -130,16 +150,36 @@ semgir_status score_items_impl(semgir_engine* e, const Item* items, size_t count
     for (size_t i : idx) batch.push_back(&imgs[i]);
     auto t0 = Clock::now();
     std::vector<double> p;
+    semgir::SemgirOutput so;
     {
       std::lock_guard<std::mutex> lock(e->model_mutex);
-      p = e->patch->predict(batch);
+      if (e->semgir) {
+        std::vector<std::string> shas;
+        for (size_t i : idx) shas.push_back(results[i].sha256);
+        so = e->semgir->run(batch, shas);
+        p = so.p_ai;
+      } else {
+        p = e->patch->predict(batch);
+      }
     }
     double share = ms_since(t0) / double(idx.size());
     for (size_t k = 0; k < idx.size(); ++k) {
       semgir_result* r = &results[idx[k]];
       r->p_ai = p[k];
-      r->label = p[k] >= e->patch->threshold() ? SEMGIR_LABEL_AI : SEMGIR_LABEL_REAL;
+      r->label = e->random_weights ? SEMGIR_LABEL_NONE : p[k] >= e->threshold ? SEMGIR_LABEL_AI : SEMGIR_LABEL_REAL;
       r->model_ms = share;
+      semgir_details* d = details_at(details, idx[k]);
+      if (d && e->semgir) {
+        semgir_details tmp;
+        std::memset(&tmp, 0, sizeof tmp);
+        tmp.struct_size = d->struct_size;
+        copy_str(tmp.caption, sizeof tmp.caption, so.captions[k]);
+        tmp.caption_ms = so.timings_ms["caption"];
+        tmp.regenerate_ms = so.timings_ms["regenerate"];
+        tmp.embed_ms = so.timings_ms["embed"];
+        tmp.head_ms = so.timings_ms["head"];
+        std::memcpy(d, &tmp, std::min<size_t>(d->struct_size, sizeof tmp));
+      }
     }
   };
   if (!ok.empty()) {
@@ -167,13 +207,17 @@ semgir_status score_items_impl(semgir_engine* e, const Item* items, size_t count
 }
 
 // The boundary: nothing thrown gets out; a call-level failure is written into every result.
-semgir_status score_items(semgir_engine* e, const Item* items, size_t count, semgir_result* results) {
+semgir_status score_items(semgir_engine* e, const Item* items, size_t count, semgir_result* results,
+                          semgir_details* details = nullptr) {
   if (!e) return fail(SEMGIR_E_INVALID_ARGUMENT, "engine is NULL");
   if (!results) return fail(SEMGIR_E_INVALID_ARGUMENT, "results is NULL");
   semgir_status s = SEMGIR_E_INTERNAL;
   std::string msg;
   try {
-    return score_items_impl(e, items, count, results);
+    return score_items_impl(e, items, count, results, details);
+  } catch (const std::invalid_argument& ex) {
+    s = SEMGIR_E_INVALID_ARGUMENT;
+    msg = ex.what();
   } catch (const std::bad_alloc&) {
     msg = "out of memory";
   } catch (const std::exception& ex) {
@@ -219,6 +263,11 @@ void semgir_options_init(semgir_options* o) {
   o->verify_hashes = 1;
   o->max_pixels = semgir::kDefaultMaxPixels;
   o->max_bytes = semgir::kDefaultMaxBytes;
+  o->steps = 4;
+  o->max_new_tokens = 20;
+  o->num_beams = 1;
+  o->seed = 0;
+  o->guidance_scale = 1.0;
 }
 
 semgir_status semgir_open(const char* export_dir, const semgir_options* options, semgir_engine** engine) {
@@ -234,10 +283,7 @@ semgir_status semgir_open(const char* export_dir, const semgir_options* options,
                                              "semgir_options_init first");
     std::memcpy(&o, options, options->struct_size);
   }
-  if (o.method == SEMGIR_METHOD_SEMGIR)
-    return fail(SEMGIR_E_UNSUPPORTED, "the SemGIR method is not implemented in the native runtime yet "
-                                      "(captioning, regeneration and CLIP run in the Python runtime); use the patch method");
-  if (o.method != SEMGIR_METHOD_PATCH) return fail(SEMGIR_E_INVALID_ARGUMENT, "unknown method");
+  if (o.method != SEMGIR_METHOD_PATCH && o.method != SEMGIR_METHOD_SEMGIR) return fail(SEMGIR_E_INVALID_ARGUMENT, "unknown method");
   if (o.runtime != SEMGIR_RUNTIME_ONNXRUNTIME && o.runtime != SEMGIR_RUNTIME_OPENVINO)
     return fail(SEMGIR_E_INVALID_ARGUMENT, "unknown runtime");
   try {
@@ -255,8 +301,25 @@ semgir_status semgir_open(const char* export_dir, const semgir_options* options,
     lo.runtime = o.runtime == SEMGIR_RUNTIME_OPENVINO ? "openvino" : "onnxruntime";
     lo.verify_hashes = o.verify_hashes != 0;
     lo.session.intra_threads = o.intra_threads;
-    e->patch = std::make_unique<semgir::PatchModel>(export_dir, lo);
-    e->runtime = e->patch->runtime_description();
+    if (o.method == SEMGIR_METHOD_SEMGIR) {
+      semgir::SemgirSettings st;
+      st.steps = o.steps > 0 ? o.steps : 4;
+      st.max_new_tokens = o.max_new_tokens;
+      st.num_beams = o.num_beams;
+      st.seed = o.seed;
+      st.guidance_scale = o.guidance_scale > 0 ? o.guidance_scale : 1.0;
+      e->semgir = std::make_unique<semgir::SemgirModel>(export_dir, lo, st);
+      e->method = "semgir";
+      e->runtime = e->semgir->runtime_description();
+      e->version = e->semgir->version();
+      e->threshold = e->semgir->threshold();
+      e->random_weights = e->semgir->random_weights();
+    } else {
+      e->patch = std::make_unique<semgir::PatchModel>(export_dir, lo);
+      e->runtime = e->patch->runtime_description();
+      e->version = e->patch->version();
+      e->threshold = e->patch->threshold();
+    }
     *engine = e.release();
     return SEMGIR_OK;
   } catch (const semgir::ExportError& ex) {
@@ -274,11 +337,12 @@ semgir_status semgir_open(const char* export_dir, const semgir_options* options,
 
 void semgir_close(semgir_engine* engine) { delete engine; }
 
-const char* semgir_engine_model_version(const semgir_engine* e) { return e ? e->patch->version().c_str() : ""; }
+const char* semgir_engine_model_version(const semgir_engine* e) { return e ? e->version.c_str() : ""; }
+int32_t semgir_engine_random_weights(const semgir_engine* e) { return e && e->random_weights ? 1 : 0; }
 const char* semgir_engine_method(const semgir_engine* e) { return e ? e->method.c_str() : ""; }
 const char* semgir_engine_runtime(const semgir_engine* e) { return e ? e->runtime.c_str() : ""; }
 double semgir_engine_threshold(const semgir_engine* e) {
-  return e ? e->patch->threshold() : std::numeric_limits<double>::quiet_NaN();
+  return e ? e->threshold : std::numeric_limits<double>::quiet_NaN();
 }
 
 semgir_status semgir_score_file(semgir_engine* e, const char* path, semgir_result* r) {
@@ -308,6 +372,24 @@ semgir_status semgir_score_files(semgir_engine* e, const char* const* paths, siz
     std::vector<Item> items(count);
     for (size_t i = 0; i < count; ++i) items[i].path = paths[i] ? paths[i] : "";
     return score_items(e, items.data(), count, r);
+  } catch (const std::bad_alloc&) {
+    return fail(SEMGIR_E_INTERNAL, "out of memory");
+  }
+}
+
+void semgir_details_init(semgir_details* d) {
+  if (!d) return;
+  std::memset(d, 0, sizeof *d);
+  d->struct_size = sizeof *d;
+}
+
+semgir_status semgir_score_files_details(semgir_engine* e, const char* const* paths, size_t count, semgir_result* r,
+                                         semgir_details* details) {
+  if (count && !paths) return fail(SEMGIR_E_INVALID_ARGUMENT, "paths is NULL");
+  try {
+    std::vector<Item> items(count);
+    for (size_t i = 0; i < count; ++i) items[i].path = paths[i] ? paths[i] : "";
+    return score_items(e, items.data(), count, r, count ? details : nullptr);
   } catch (const std::bad_alloc&) {
     return fail(SEMGIR_E_INTERNAL, "out of memory");
   }

@@ -10,11 +10,14 @@
 
 namespace semgir {
 
-/// A float32 tensor fed to or returned by a session.
+/// A tensor fed to or returned by a session: float32 (`data`), or int64 when `i64` is set (token ids;
+/// inputs only, outputs are float32).
 struct Tensor {
   std::string name;
   std::vector<int64_t> shape;
   std::vector<float> data;
+  bool is_i64 = false;
+  std::vector<int64_t> i64 = {};
 };
 
 /// Raised by runtimes; turned into SEMGIR_E_RUNTIME at the C boundary.
@@ -26,7 +29,7 @@ class RuntimeError : public std::runtime_error {
 class Session {
  public:
   virtual ~Session() = default;
-  /// Run the graph on named float32 inputs; returns the named outputs in the order asked.
+  /// Run the graph on named float32 / int64 inputs; returns the named outputs in the order asked.
   virtual std::vector<Tensor> run(const std::vector<Tensor>& inputs, const std::vector<std::string>& outputs) = 0;
   virtual std::string describe() const = 0;  // e.g. "onnxruntime 1.32.0"
   virtual std::vector<std::string> input_names() const = 0;

@@ -38,14 +38,17 @@ class OvSession final : public Session {
           if (x.name == want) t = &x;
         if (!t) throw RuntimeError("graph input '" + want + "' has no value");
         ov::Shape shape(t->shape.begin(), t->shape.end());
-        request_.set_tensor(want, ov::Tensor(ov::element::f32, shape, const_cast<float*>(t->data.data())));
+        if (t->is_i64)
+          request_.set_tensor(want, ov::Tensor(ov::element::i64, shape, const_cast<int64_t*>(t->i64.data())));
+        else
+          request_.set_tensor(want, ov::Tensor(ov::element::f32, shape, const_cast<float*>(t->data.data())));
       }
       request_.infer();
       std::vector<Tensor> out;
       for (const auto& name : outs) {
         ov::Tensor r = request_.get_tensor(name);
         if (r.get_element_type() != ov::element::f32) throw RuntimeError("output '" + name + "' is not float32");
-        Tensor t{name, {}, {}};
+        Tensor t{name, {}, {}, false, {}};
         for (auto d : r.get_shape()) t.shape.push_back(int64_t(d));
         const float* p = r.data<const float>();
         t.data.assign(p, p + r.get_size());

@@ -57,8 +57,12 @@ class OrtSession final : public Session {
         for (const auto& x : in)
           if (x.name == want) t = &x;
         if (!t) throw RuntimeError("graph input '" + want + "' has no value");
-        values.push_back(Ort::Value::CreateTensor<float>(mem, const_cast<float*>(t->data.data()), t->data.size(),
-                                                         t->shape.data(), t->shape.size()));
+        if (t->is_i64)
+          values.push_back(Ort::Value::CreateTensor<int64_t>(mem, const_cast<int64_t*>(t->i64.data()), t->i64.size(),
+                                                             t->shape.data(), t->shape.size()));
+        else
+          values.push_back(Ort::Value::CreateTensor<float>(mem, const_cast<float*>(t->data.data()), t->data.size(),
+                                                           t->shape.data(), t->shape.size()));
         names.push_back(want.c_str());
       }
       std::vector<const char*> onames;
@@ -70,7 +74,7 @@ class OrtSession final : public Session {
         auto info = res[i].GetTensorTypeAndShapeInfo();
         if (info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
           throw RuntimeError("output '" + outs[i] + "' is not float32");
-        Tensor t{outs[i], info.GetShape(), {}};
+        Tensor t{outs[i], info.GetShape(), {}, false, {}};
         const float* p = res[i].GetTensorData<float>();
         t.data.assign(p, p + info.GetElementCount());
         out.push_back(std::move(t));

@@ -134,8 +134,8 @@ TEST(Open, ErrorsAreTypedAndExplained) {
   fs::remove_all(tmp);
 
   semgir_options_init(&o);
-  o.method = SEMGIR_METHOD_SEMGIR;
-  EXPECT_EQ(semgir_open(export_dir().c_str(), &o, &e), SEMGIR_E_UNSUPPORTED);
+  o.method = SEMGIR_METHOD_SEMGIR;  // a patch-only export has no SemGIR settings
+  EXPECT_EQ(semgir_open(export_dir().c_str(), &o, &e), SEMGIR_E_EXPORT);
   semgir_options_init(&o);
   o.precision = "int3";
   EXPECT_EQ(semgir_open(export_dir().c_str(), &o, &e), SEMGIR_E_INVALID_ARGUMENT);

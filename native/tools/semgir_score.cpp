@@ -22,7 +22,8 @@ constexpr int kOk = 0, kFatal = 1, kUsage = 2, kPartial = 3;
 
 const char* kUsageText =
     "usage: semgir-score --export-dir DIR [--method patch|semgir] [--runtime onnxruntime|openvino]\n"
-    "                    [--precision fp32|fp16|bf16] [--batch-size N] [--threads N] PATH...\n"
+    "                    [--precision fp32|fp16|bf16] [--batch-size N] [--threads N]\n"
+    "                    [--steps N] [--seed N] [--guidance-scale G] [--max-new-tokens N] [--num-beams N] PATH...\n"
     "Score images (files or folders, walked recursively); one JSON line per input on stdout.\n";
 
 // engine/images.py:IMAGE_EXTENSIONS
@@ -67,7 +68,8 @@ void walk(const std::string& root, std::set<std::pair<dev_t, ino_t>>& seen, std:
   for (auto& s : dirs) walk(root + (root.back() == '/' ? "" : "/") + s, seen, out);
 }
 
-nlohmann::ordered_json row(const std::string& path, const semgir::Result& r, const std::string& version) {
+nlohmann::ordered_json row(const std::string& path, const semgir::Result& r, const std::string& version,
+                           const std::string& method, bool random_weights, const semgir_details* d) {
   using json = nlohmann::ordered_json;
   json j;
   const bool ok = r.ok();
@@ -75,15 +77,19 @@ nlohmann::ordered_json row(const std::string& path, const semgir::Result& r, con
   j["sha256"] = ok && r.sha256[0] ? json(r.sha256) : json(nullptr);
   j["p_ai"] = ok ? json(r.p_ai) : json(nullptr);
   j["label"] = ok && r.label_name() ? json(r.label_name()) : json(nullptr);
-  j["method"] = "patch";
+  j["method"] = method;
   j["model_version"] = version;
-  j["random_weights"] = false;
-  j["caption"] = nullptr;
+  j["random_weights"] = random_weights;
+  j["caption"] = ok && method == "semgir" ? json(d->caption) : json(nullptr);
   j["error"] = ok ? json(nullptr) : json(r.error);
   j["note"] = ok && r.note[0] ? json(r.note) : json(nullptr);
   j["width"] = ok ? json(r.width) : json(nullptr);
   j["height"] = ok ? json(r.height) : json(nullptr);
-  j["timings_ms"] = ok ? json{{"decode", r.decode_ms}, {"patch", r.model_ms}} : json::object();
+  if (!ok) j["timings_ms"] = json::object();
+  else if (method == "semgir")
+    j["timings_ms"] = json{{"decode", r.decode_ms}, {"caption", d->caption_ms}, {"regenerate", d->regenerate_ms},
+                           {"embed", d->embed_ms}, {"head", d->head_ms}};
+  else j["timings_ms"] = json{{"decode", r.decode_ms}, {"patch", r.model_ms}};
   j["attribution"] = nullptr;
   j["generator"] = nullptr;
   // the cascade's fields (semgir_engine.results.Result): this runner is the patch method, no cascade
@@ -98,7 +104,9 @@ nlohmann::ordered_json row(const std::string& path, const semgir::Result& r, con
 
 int main(int argc, char** argv) {
   std::string export_dir, method = "patch", runtime = "onnxruntime", precision = "fp32";
-  int batch = 8, threads = 0;
+  int batch = 8, threads = 0, steps = 4, max_new_tokens = 20, num_beams = 1;
+  long long seed = 0;
+  double guidance = 1.0;
   std::vector<std::string> paths;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -118,6 +126,11 @@ int main(int argc, char** argv) {
       else if (a == "--precision") precision = value("--precision");
       else if (a == "--batch-size" || a == "-b") batch = std::stoi(value("--batch-size"));
       else if (a == "--threads") threads = std::stoi(value("--threads"));
+      else if (a == "--steps") steps = std::stoi(value("--steps"));
+      else if (a == "--seed") seed = std::stoll(value("--seed"));
+      else if (a == "--guidance-scale") guidance = std::stod(value("--guidance-scale"));
+      else if (a == "--max-new-tokens") max_new_tokens = std::stoi(value("--max-new-tokens"));
+      else if (a == "--num-beams") num_beams = std::stoi(value("--num-beams"));
       else if (a == "--") { for (++i; i < argc; ++i) paths.push_back(argv[i]); }
       else if (a.size() > 1 && a[0] == '-') { std::cerr << kUsageText << "error: unknown option " << a << "\n"; return kUsage; }
       else paths.push_back(a);
@@ -130,6 +143,7 @@ int main(int argc, char** argv) {
   if (method != "patch" && method != "semgir") { std::cerr << "error: --method must be patch or semgir\n"; return kUsage; }
   if (runtime != "onnxruntime" && runtime != "openvino") { std::cerr << "error: --runtime must be onnxruntime or openvino\n"; return kUsage; }
   if (precision != "fp32" && precision != "fp16" && precision != "bf16") { std::cerr << "error: --precision must be fp32, fp16 or bf16\n"; return kUsage; }
+  if (steps < 1 || num_beams < 1) { std::cerr << "error: --steps and --num-beams must be >= 1\n"; return kUsage; }
   if (batch < 1 || threads < 0) { std::cerr << "error: --batch-size must be >= 1 and --threads >= 0\n"; return kUsage; }
 
   std::vector<std::string> inputs;
@@ -144,25 +158,35 @@ int main(int argc, char** argv) {
     opt.method(method == "semgir" ? SEMGIR_METHOD_SEMGIR : SEMGIR_METHOD_PATCH)
         .runtime(runtime == "openvino" ? SEMGIR_RUNTIME_OPENVINO : SEMGIR_RUNTIME_ONNXRUNTIME)
         .precision(precision)
-        .intra_threads(threads);
+        .intra_threads(threads)
+        .steps(steps)
+        .seed(seed)
+        .guidance_scale(guidance)
+        .max_new_tokens(max_new_tokens)
+        .num_beams(num_beams);
     semgir::Engine engine(export_dir, opt);
     const std::string version = engine.model_version();
+    const bool random_weights = engine.random_weights();
+    if (random_weights)
+      std::cerr << "warning: RANDOM WEIGHTS: " << method << " scores are meaningless (timing and parity only); labels "
+                   "are withheld\n";
     size_t failed = 0;
     double decode_ms = 0, model_ms = 0;
     for (size_t i = 0; i < inputs.size(); i += size_t(batch)) {
       std::vector<std::string> chunk(inputs.begin() + i, inputs.begin() + std::min(inputs.size(), i + batch));
-      auto results = engine.score_files(chunk);
+      std::vector<semgir_details> details;
+      auto results = engine.score_files(chunk, &details);
       for (size_t k = 0; k < chunk.size(); ++k) {
         failed += !results[k].ok();
         decode_ms += results[k].decode_ms;
         model_ms += results[k].ok() ? results[k].model_ms : 0.0;
-        std::cout << row(chunk[k], results[k], version).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+        std::cout << row(chunk[k], results[k], version, method, random_weights, &details[k]).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
                   << "\n" << std::flush;
       }
     }
     std::cerr << "scored " << inputs.size() - failed << " of " << inputs.size() << " inputs (" << failed
               << " failed) with " << version << " on " << engine.runtime() << "; decode " << decode_ms
-              << " ms, patch " << model_ms << " ms\n";
+              << " ms, " << method << " " << model_ms << " ms\n";
     return failed ? kPartial : kOk;
   } catch (const semgir::Error& e) {
     std::cerr << "error: " << e.what() << "\n";
