@@ -99,7 +99,7 @@ def initial_noise(seed: int, shape: tuple[int, ...]) -> np.ndarray:
     ``key = splitmix64(seed mod 2**64)``; element ``i`` (C order) takes ``a = splitmix64(key ^ 2i)``,
     ``b = splitmix64(key ^ (2i + 1))``, ``u1 = ((a >> 11) + 1) / 2**53`` in (0, 1],
     ``u2 = (b >> 11) / 2**53`` in [0, 1), and is ``float32(sqrt(-2 ln u1) * cos(2 pi u2))``
-    (Box-Muller in float64, rounded once to float32; native/src/semgir.cpp does the same).
+    (Box-Muller in float64, rounded once to float32; native/src/semgir_model.cpp does the same).
     ``splitmix64(z)``: ``z += 0x9E3779B97F4A7C15; z = (z ^ z >> 30) * 0xBF58476D1CE4E5B9;
     z = (z ^ z >> 27) * 0x94D049BB133111EB; return z ^ z >> 31`` (64-bit wrapping)."""
     n = int(np.prod(shape, dtype=np.int64))
