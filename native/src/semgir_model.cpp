@@ -929,33 +929,18 @@ std::vector<int64_t> SemgirModel::greedy(const std::vector<float>& enc, const st
                                          size_t n, size_t* length) {
   std::vector<std::vector<int64_t>> ids(n, std::vector<int64_t>{bos_});
   std::vector<bool> unfinished(n, true);
-  Tensor past, cross;
-  bool have_past = false;
+  KvSteps steps;
+  steps.call = [this](const std::string& nm, const std::vector<Tensor>& in, const std::vector<std::string>& o) {
+    return call(nm, in, o);
+  };
+  steps.enc = f32("encoder_hidden_states", enc_shape, enc);
   size_t cur = 1;
   while (int(cur) < max_length_) {
-    std::vector<Tensor> out;
-    if (!have_past) {
-      std::vector<int64_t> flat;
-      for (auto& r : ids) flat.insert(flat.end(), r.begin(), r.end());
-      out = call("blip_text_decoder_init",
-                 {i64("input_ids", {int64_t(n), int64_t(cur)}, flat), f32("encoder_hidden_states", enc_shape, enc)},
-                 {"logits", "present", "cross_present"});
-      cross = std::move(out[2]);
-      cross.name = "cross_past";
-    } else {
-      std::vector<int64_t> last;
-      for (auto& r : ids) last.push_back(r.back());
-      out = call("blip_text_decoder_with_past", {i64("input_ids", {int64_t(n), 1}, last), past, cross},
-                 {"logits", "present"});
-    }
-    past = std::move(out[1]);
-    past.name = "past";
-    have_past = true;
-    const Tensor& lg = out[0];
-    const size_t V = size_t(lg.shape.back()), T = size_t(lg.shape[1]);
+    size_t V = 0;
+    const std::vector<float> logits = steps(ids, &V);
     bool any = false;
     for (size_t r = 0; r < n; ++r) {
-      std::vector<float> s(lg.data.begin() + (r * T + T - 1) * V, lg.data.begin() + (r * T + T) * V);
+      std::vector<float> s(logits.begin() + r * V, logits.begin() + (r + 1) * V);
       process(ids[r], s.data(), V);
       int64_t best = 0;
       for (size_t v = 1; v < V; ++v)
