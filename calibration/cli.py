@@ -39,15 +39,6 @@ def score_manifest_rows(rows, patch_model: str | None, batch_size: int = 64, pro
     return kept, np.array(ps, np.float64), shas, version, threshold
 
 
-def _short_sha(path) -> str:
-    from ..hashing import sha256_file
-
-    try:
-        return sha256_file(path)[:16]
-    except OSError:
-        return ""
-
-
 def read_reference(path: str) -> tuple[dict[str, float], float, str]:
     """SemGIR scores by sha256 from a `score --method semgir|cascade` results file, its threshold and version."""
     from ..results import iter_rows
@@ -110,22 +101,18 @@ def calibrate_cascade(manifests, sources, patch_model, semgir_results, criterion
     if target.exists() and not force:
         raise click.UsageError(f"{target} exists; pass --force to replace it")
     from ..patch.detector import read_model_manifest, resolve_manifest
-    from ..patch.evaluate import plan_rows
+    from ..patch.evaluate import heldout_rows
 
     meta = read_model_manifest(resolve_manifest(patch_model))
     rows, data = [], {"manifests": []}
     for m in manifests:
         man = read_manifest(m)
-        # never fit on the images the detector's weights were fitted on; its calibration split may serve
-        plan, train, _verified, _ = plan_rows(man, meta)
-        calib = set(meta.get("data", {}).get("calibration_files_sha256", ()))
-        unseen = [r for rs, _why in plan.values() for r in rs] + [r for r in train if _short_sha(r.path) in calib]
-        excluded = len(man.rows) - len(unseen)
+        unseen, _what, _ = heldout_rows(man, meta)  # never fit on the images the detector's weights were fitted on
         sel = [r for r in unseen if not sources or r.source in sources]
         rows += sel
+        excluded = len(man.rows) - len(unseen)
         data["manifests"].append({"path": str(man.path), "sha256": man.sha256, "rows": len(sel),
-                                  "left_out_as_training_images": excluded,
-                                  "of_which_calibration_split": sum(_short_sha(r.path) in calib for r in sel)})
+                                  "left_out_as_training_images": excluded})
         if excluded:
             log.info("%s: %d images the patch detector trained on are left out", m, excluded)
     if not rows:

@@ -91,17 +91,20 @@ def heldout_rows(manifest: Manifest, meta: dict) -> tuple[list[Row], str, bool]:
       plus its calibration split (held out of the weights, used for its temperature and threshold).
     * Older models: the validation split of their pool and the sources held out of training.
     """
-    if meta.get("data", {}).get("train_files_sha256") is not None:
-        plan, train_rows, verified, _ = plan_rows(manifest, meta)
-        calib = set(meta["data"].get("calibration_files_sha256", ()))
-        if calib:
-            from ..hashing import sha256_file
+    trained = meta.get("data", {}).get("train_files_sha256")
+    if trained is not None:
+        from ..hashing import sha256_file
 
-            calib_rows = [r for r in train_rows if sha256_file(r.path)[:16] in calib]
-        else:
-            calib_rows = []
-        rows = [r for rs, _why in plan.values() for r in rs] + calib_rows
-        return rows, "the model's calibration split + files it never trained on", verified
+        trained, calib = set(trained), set(meta["data"].get("calibration_files_sha256", ()))
+
+        def short_sha(path) -> str:
+            try:
+                return sha256_file(path)[:16]
+            except OSError:
+                return ""  # unreadable: kept (it becomes an error row where it is scored)
+
+        rows = [r for r in manifest.rows if (h := short_sha(r.path)) not in trained or h in calib]
+        return rows, "the model's calibration split + files it never trained on", True
     _, val_rows, held_out, verified = model_splits(manifest, meta)
     rows = list(val_rows) + [r for r in manifest.rows if r.source in held_out]
     return rows, "validation split of the training pool" + (f" + {sorted(held_out)}" if held_out else ""), verified
