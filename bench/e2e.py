@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -25,6 +25,7 @@ class E2ERow:
     seconds: float
     stage_ms_per_image: dict
     p_ai: list
+    captions: list = field(default_factory=list)
 
     @property
     def images_per_s(self) -> float:
@@ -72,6 +73,6 @@ def bench_e2e(images: list[np.ndarray], configs: list[tuple[str, ScorerConfig]],
             stages = {k: 1000.0 * v / len(images) for k, v in scorer.timer.totals.items()}
         cfg_d = {k: v for k, v in cfg.__dict__.items() if k in (
             "backend", "steps", "guidance_scale", "scheduler", "resolution", "models", "batch_size")}
-        rows.append(E2ERow(label, cfg_d, len(images), secs, stages, [r.p_ai for r in res]))
+        rows.append(E2ERow(label, cfg_d, len(images), secs, stages, [r.p_ai for r in res], [r.caption for r in res]))
         log.info("  %.2f s/image", secs / len(images))
     return rows

@@ -170,15 +170,33 @@ def bench_components(names: Iterable[str], batch_sizes: Iterable[int], export_di
 PATCH_CONFIGS = ("torch-fp32", "onnxruntime-fp32", "onnxruntime-int8", "openvino-fp32", "openvino-bf16", "openvino-int8")
 
 
+def exported_patch_model(export_dir: str | Path) -> str:
+    """The shipped patch model (name) whose weights an export's ``patch_cnn`` graph was made from."""
+    from ..errors import SemgirError
+    from ..patch.detector import resolve_manifest, shipped_models
+    from ..runtime.manifest import load_manifest
+
+    src = load_manifest(export_dir)["components"]["patch_cnn"]["fp32"].get("source", {})
+    for name in shipped_models():
+        meta = json.loads(resolve_manifest(name).read_text())
+        if meta.get("version") == src.get("version") and meta.get("weights_sha256") == src.get("weights_sha256"):
+            return name
+    raise SemgirError(f"{export_dir}: patch_cnn was exported from {src.get('version')!r}, which is not a shipped "
+                      f"model ({', '.join(shipped_models())}); the patch benchmark compares against shipped models only")
+
+
 def patch_detectors(export_dir: str | Path, configs: Sequence[str] = PATCH_CONFIGS) -> dict:
-    """{configuration: detector}, each as the scorer loads it (``Scorer(method="patch", backend=...)``)."""
+    """{configuration: detector}, each as the scorer loads it (``Scorer(method="patch", backend=...)``);
+    torch loads the shipped model whose weights the export's ``patch_cnn`` holds."""
     from ..scorer import Scorer, ScorerConfig
 
+    torch_model = exported_patch_model(export_dir)
     out = {}
     for c in configs:
         backend, prec = c.rsplit("-", 1)
         cfg = ScorerConfig(method="patch", backend=backend, precision=prec,
-                           export_dir=None if backend == "torch" else str(export_dir))
+                           export_dir=None if backend == "torch" else str(export_dir),
+                           patch_model=torch_model if backend == "torch" else None)
         out[c] = Scorer(cfg)._impl
     return out
 
@@ -223,35 +241,41 @@ def bench_patch_e2e(export_dir: str | Path, manifest_path: str | Path, configs: 
     return out
 
 
-def bench_semgir_e2e(export_dir: str | Path, images: Sequence[np.ndarray], precisions: Sequence[str] = ("bf16", "int8"),
-                     resolution: int = 256, steps: int = 4, warmup: int = 1) -> list[dict]:
-    """The SemGIR pipeline on ONNX Runtime fp32 (reference) and OpenVINO per precision, same images."""
-    from ..scorer import Scorer, ScorerConfig
+def bench_semgir_e2e(export_dir: str | Path, images: Sequence[np.ndarray], precisions: Sequence[str] = ("fp32", "bf16", "int8"),
+                     resolution: int = 256, steps: int = 4, warmup: int = 1, reference_images: int = 0,
+                     models: str = "random") -> list[dict]:
+    """The SemGIR pipeline on ONNX Runtime fp32 (the agreement reference) and OpenVINO per precision, same
+    images, each row with its per-stage ms/image. ``reference_images`` > 0 also times the paper's setting
+    (torch fp32, 50 PNDM steps, CFG 7.5; :func:`.e2e.standard_configs`) on that many of the images in the
+    same run, and every row gets its speed-up over it (time only: its weights are ``models``, not the export's)."""
+    from dataclasses import replace
+
+    from ..scorer import ScorerConfig
+    from .e2e import bench_e2e, standard_configs
 
     base = ScorerConfig(method="semgir", export_dir=str(export_dir), resolution=resolution, steps=steps, batch_size=1)
-    cfgs = [("onnxruntime", "fp32"), ("openvino", "fp32")] + [("openvino", p) for p in precisions]
+    cfgs = [("onnxruntime", "fp32")] + [("openvino", p) for p in precisions]
     rows, ref, ref_caps = [], None, None
     for backend, prec in cfgs:
-        from dataclasses import replace
-
-        with Scorer(replace(base, backend=backend, precision=prec)) as s:
-            if warmup:
-                s.score(list(images[:warmup]))
-            t0 = time.perf_counter()
-            res = s.score(list(images))
-            secs = time.perf_counter() - t0
-        bad = [r for r in res if not r.ok]
-        if bad:
-            raise RuntimeError(f"{backend} {prec}: {bad[0].error}")
-        p = np.array([r.p_ai for r in res])
-        caps = [r.caption for r in res]
+        (r,) = bench_e2e(list(images), [(f"{backend} {prec}", replace(base, backend=backend, precision=prec))],
+                         warmup=warmup)
+        p = np.array(r.p_ai)
+        caps = r.captions
         ref = p if ref is None else ref
         ref_caps = caps if ref_caps is None else ref_caps
-        rows.append({"backend": backend, "precision": prec, "images": len(res), "s_per_image": secs / len(res),
+        rows.append({"backend": backend, "precision": prec, "images": r.images, "s_per_image": r.seconds / r.images,
+                     "stage_ms_per_image": r.stage_ms_per_image,
                      "max_abs_p_diff": float(np.max(np.abs(p - ref))),
                      "decision_agreement": float(np.mean((p >= 0.5) == (ref >= 0.5))),
                      "captions_identical": sum(a == b for a, b in zip(caps, ref_caps)), "p_ai": p.tolist()})
-        log.info("semgir e2e %s %s: %.2f s/image", backend, prec, secs / len(res))
+    if reference_images:
+        label, cfg = standard_configs(models, resolution, steps, None)[0]
+        (r,) = bench_e2e(list(images[:reference_images]), [(label, cfg)], warmup=0)
+        ref_s = r.seconds / r.images
+        rows.insert(0, {"backend": "torch", "precision": "fp32", "label": label, "images": r.images,
+                        "s_per_image": ref_s, "stage_ms_per_image": r.stage_ms_per_image, "paper_reference": True})
+        for row in rows:
+            row["speedup_vs_paper_reference"] = ref_s / row["s_per_image"]
     return rows
 
 
@@ -313,12 +337,24 @@ def markdown(data: dict) -> str:
                               f"median and best of {pe.get('repeats', '?')} interleaved rounds.")
     se = data.get("semgir_e2e")
     if se:
-        rows = [(r["backend"], r["precision"], r["images"], f"{r['s_per_image']:.2f}",
-                 f"{se[0]['s_per_image'] / r['s_per_image']:.2f}x", f"{r['max_abs_p_diff']:.2e}",
-                 f"{100 * r['decision_agreement']:.1f}%", f"{r['captions_identical']}/{r['images']}") for r in se]
+        agree = [r for r in se if not r.get("paper_reference")]
+        base_s = agree[0]["s_per_image"]
+        rows = []
+        for r in se:
+            stages = ", ".join(f"{k} {v:.0f}" for k, v in r.get("stage_ms_per_image", {}).items())
+            vs_ref = f"{r['speedup_vs_paper_reference']:.1f}x" if "speedup_vs_paper_reference" in r else "-"
+            if r.get("paper_reference"):
+                rows.append((r["label"], "-", r["images"], f"{r['s_per_image']:.2f}", vs_ref,
+                             f"{base_s / r['s_per_image']:.2f}x", "-", "-", "-", stages))
+                continue
+            rows.append((f"few-step: {r['backend']} {r['precision']}", r["precision"], r["images"],
+                         f"{r['s_per_image']:.2f}", vs_ref, f"{base_s / r['s_per_image']:.2f}x",
+                         f"{r['max_abs_p_diff']:.2e}", f"{100 * r['decision_agreement']:.1f}%",
+                         f"{r['captions_identical']}/{r['images']}", stages))
         lines += _table("SemGIR end to end per precision",
-                        ("backend", "precision", "images", "s/image", "speed-up vs ORT fp32", "max abs p_ai diff",
-                         "decisions agreeing", "captions identical"), rows)
+                        ("configuration", "precision", "images", "s/image", "speed-up vs paper reference",
+                         "speed-up vs ORT fp32", "max abs p_ai diff vs ORT fp32", "decisions agreeing",
+                         "captions identical", "stage ms/image"), rows)
     return "\n".join(lines)
 
 
@@ -356,11 +392,16 @@ def _versions() -> dict:
               help="Data manifest for the patch detector end to end (its held-out split).")
 @click.option("--semgir-images", type=click.IntRange(0), default=0, show_default=True,
               help="End-to-end SemGIR per precision on this many calibration images (0: skip).")
+@click.option("--semgir-precisions", default="fp32,bf16,int8", show_default=True,
+              help="OpenVINO precisions of the SemGIR end to end (ONNX Runtime fp32 always runs: the agreement reference).")
+@click.option("--paper-reference-images", type=click.IntRange(0), default=0, show_default=True,
+              help="Also time the paper's 50-step CFG torch fp32 setting on this many of the images, same run (0: skip).")
 @click.option("--repeats", type=click.IntRange(1), default=3, show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=2, show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 def bench_precision_cmd(export_dir, components, configs, batch_sizes, models, calib, data_dir, max_images, resolution,
-                        patch_data, semgir_images, repeats, threads, out):
+                        patch_data, semgir_images, semgir_precisions, paper_reference_images, repeats, threads,
+                        out):
     """Component x backend x precision x batch table (speed-up vs torch fp32 eager, agreement) and end to end."""
     import os
 
@@ -394,7 +435,9 @@ def bench_precision_cmd(export_dir, components, configs, batch_sizes, models, ca
         save()
     if semgir_images:
         ims, _, _ = cs.load_images(data_dir)
-        data["semgir_e2e"] = bench_semgir_e2e(export_dir, ims[:semgir_images], resolution=resolution or 256)
+        data["semgir_e2e"] = bench_semgir_e2e(
+            export_dir, ims[:semgir_images], [p.strip() for p in semgir_precisions.split(",") if p.strip()],
+            resolution=resolution or 256, reference_images=paper_reference_images, models=models)
         save()
     if names:
         tensors = calibration_tensors(export_dir, cs, names, data_dir=data_dir,

@@ -412,6 +412,34 @@ def test_bench_precision_tiny(qexport, tmp_path):
     assert "| vae_decoder | openvino | int8 | 2 |" in (out / "README.md").read_text()
 
 
+def test_bench_precision_semgir_e2e_with_paper_reference(qexport, tmp_path):
+    """End to end per precision in one run: ONNX Runtime fp32 is the agreement reference, the paper's
+    50-step CFG setting (torch) is timed on its subset, and every row gets its speed-up over it."""
+    from click.testing import CliRunner
+
+    from semgir_engine.cli import main
+
+    d, cs, _, _, tmp = qexport
+    f = cs.save(tmp_path / "cs.json")
+    out = tmp_path / "e2e"
+    r = CliRunner().invoke(main, ["bench-precision", "--export-dir", str(d), "--models", "tiny",
+                                  "--calibration-set", str(f), "--data-dir", str(tmp / "data"), "--semgir-images", "2",
+                                  "--semgir-precisions", "int8", "--paper-reference-images", "1", "--resolution", "64",
+                                  "--threads", "1", "--out", str(out)], env={"SEMGIR_CACHE": str(tmp / "c")})
+    assert r.exit_code == 0, r.output
+    rows = json.loads((out / "results.json").read_text())["semgir_e2e"]
+    assert [(x["backend"], x["precision"]) for x in rows] == [("torch", "fp32"), ("onnxruntime", "fp32"),
+                                                            ("openvino", "int8")]
+    ref, ort, ov = rows
+    assert ref["paper_reference"] and ref["images"] == 1 and ref["speedup_vs_paper_reference"] == pytest.approx(1.0)
+    assert ort["images"] == ov["images"] == 2 and ort["max_abs_p_diff"] == 0.0
+    # 50 steps with CFG (100 UNet calls per image) against 4 without: the few-step rows are faster
+    assert ort["speedup_vs_paper_reference"] > 1 and ov["speedup_vs_paper_reference"] > 1
+    assert {"caption", "regenerate"} <= set(ort["stage_ms_per_image"])
+    text = (out / "README.md").read_text()
+    assert "| paper reference: torch fp32, 50 PNDM steps, CFG 7.5 |" in text and "| few-step: openvino int8 |" in text
+
+
 def test_openvino_fallbacks(qexport):
     """int8 without an accepted IR runs bf16; bf16 rejected at validation runs fp32."""
     import copy

@@ -104,6 +104,16 @@ def test_export_takes_a_shipped_model_by_name(tmp_path):
     r = CliRunner().invoke(main, ["export", "--components", "patch_cnn", "--patch-model", "no-such-model",
                                   "--out", str(tmp_path / "exp2"), "--no-progress"])
     assert r.exit_code != 0 and "no-such-model" in r.output
+    # the precision benchmark's torch reference is the model the export was made from (not the default)
+    from semgir_engine.bench.precision import exported_patch_model
+    from semgir_engine.errors import SemgirError
+
+    assert exported_patch_model(tmp_path / "exp") == "patch-shuffle"
+    m = json.loads((tmp_path / "exp" / "manifest.json").read_text())
+    m["components"]["patch_cnn"]["fp32"]["source"]["weights_sha256"] = "0" * 64
+    (tmp_path / "exp" / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(SemgirError, match="not a shipped model"):
+        exported_patch_model(tmp_path / "exp")
 
 
 def test_accuracy_bench_reports_parity_and_per_source_metrics(patch_export, tmp_path):

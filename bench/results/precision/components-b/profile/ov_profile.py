@@ -1,5 +1,5 @@
 # OpenVINO CPU per-layer profile (PERF_COUNT), one inference after warm-up, 2 threads, random normal inputs.
-# Usage: python ov_profile.py GRAPH.onnx|IR.xml fp32|bf16|int8 BATCH [CxHxW for dynamic inputs]
+# Usage: python ov_profile.py GRAPH.onnx|IR.xml fp32|bf16|int8 BATCH [CxHxW for dynamic inputs | NAME=DxD.. per input, batch excluded]
 """Per-layer-type time of one OpenVINO CPU inference (PERF_COUNT), fp32 vs bf16 (vs int8 IR)."""
 import sys, time, collections, json
 import numpy as np, openvino as ov
@@ -11,7 +11,9 @@ cfg = {"INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16", "int8": "f32"
 feeds = {}
 for inp in m.inputs:
     ps = inp.get_partial_shape()
-    shape = [batch] + [int(x) for x in sys.argv[4].split("x")] if len(sys.argv) > 4 else [batch if i == 0 else d.get_length() for i, d in enumerate(ps)]
+    named = dict(a.split("=", 1) for a in sys.argv[4:] if "=" in a)
+    dims = named.get(inp.get_any_name(), sys.argv[4] if len(sys.argv) > 4 and not named else None)
+    shape = [batch] + [int(x) for x in dims.split("x") if x] if dims is not None else [batch if i == 0 else d.get_length() for i, d in enumerate(ps)]
     feeds[inp.get_any_name()] = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
 c = core.compile_model(m, "CPU", cfg)
 r = c.create_infer_request()
