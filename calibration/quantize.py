@@ -387,6 +387,7 @@ def quantize_export(export_dir: str | os.PathLike, components: Iterable[str], ca
                 comp.pop("bf16", None)
         m.setdefault("quantization", {})[name] = record
         write_manifest(export_dir, m)
+        del feeds, cal, val, ref  # one component's calibration tensors in memory at a time
     return results
 
 

@@ -161,6 +161,24 @@ def load_npz(path: str | os.PathLike) -> list[dict[str, np.ndarray]]:
     return [out[i] for i in sorted(out)]
 
 
+class StoredFeeds(Mapping):
+    """``{component: [feeds, ...]}`` read from the cached ``.npz`` files on each access, so a caller that
+    handles one component at a time holds one component's tensors (the BLIP decoders' key/value caches run
+    to GBs; held beside nncf's UNet quantization they exhausted 24 GB)."""
+
+    def __init__(self, paths: Mapping[str, Path]):
+        self._paths = dict(paths)
+
+    def __getitem__(self, name: str) -> list[dict[str, np.ndarray]]:
+        return load_npz(self._paths[name])
+
+    def __iter__(self):
+        return iter(self._paths)
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+
 def _graph_hashes(manifest: Mapping, names: Iterable[str]) -> dict[str, str]:
     comps = manifest.get("components", {})
     return {n: comps[n]["fp32"]["sha256"] for n in sorted(names) if "fp32" in comps.get(n, {})}
@@ -168,9 +186,10 @@ def _graph_hashes(manifest: Mapping, names: Iterable[str]) -> dict[str, str]:
 
 def calibration_tensors(export_dir: str | os.PathLike, calib: CalibrationSet, names: Iterable[str], *,
                         settings: PipelineSettings = PipelineSettings(), data_dir: str | os.PathLike | None = None,
-                        cache_dir: str | os.PathLike | None = None) -> dict[str, list[dict[str, np.ndarray]]]:
+                        cache_dir: str | os.PathLike | None = None) -> StoredFeeds:
     """``{component: [feeds, ...]}`` recorded on ``calib``'s images, from the artifact cache or
-    recorded now. Patch and SemGIR components are recorded by their own runtimes."""
+    recorded now, loaded from the cache when a component is looked up. Patch and SemGIR components
+    are recorded by their own runtimes."""
     import onnxruntime
 
     from ..runtime.manifest import load_manifest
@@ -186,7 +205,7 @@ def calibration_tensors(export_dir: str | os.PathLike, calib: CalibrationSet, na
     semgir = sorted(set(ALWAYS_RECORDED) | {n for n in names if n in PIPELINE_STAGE}) \
         if any(n in PIPELINE_STAGE for n in names) else []
     patch = [n for n in names if n in PATCH_COMPONENTS]
-    out: dict[str, list] = {}
+    out: dict[str, Path] = {}
     cache = ArtifactCache(cache_dir)
     groups = ([(patch, None)] if patch else []) + ([(semgir, settings)] if semgir else [])
     for group, st in groups:
@@ -207,5 +226,5 @@ def calibration_tensors(export_dir: str | os.PathLike, calib: CalibrationSet, na
         art = cache.get_or_build(parts, build)
         for n in group:
             if n in names:
-                out[n] = load_npz(art.path(f"{n}.npz"))
-    return out
+                out[n] = art.path(f"{n}.npz")
+    return StoredFeeds(out)

@@ -302,6 +302,23 @@ def test_quantize_is_cached(qexport):
     assert [r.parity for r in res2] == [r.parity for r in res if r.component == "patch_cnn"]
 
 
+def test_calibration_tensors_load_per_component(qexport):
+    """The recorded tensors come back from the cache one component at a time (each lookup reads that
+    component's file; nothing else is held), equal on every lookup."""
+    from semgir_engine.calibration.tensors import PipelineSettings, StoredFeeds, calibration_tensors
+
+    d, cs, cache, _, tmp = qexport
+    t = calibration_tensors(d, cs, ["unet", "vae_decoder"], settings=PipelineSettings(batch_size=4),
+                            data_dir=tmp / "data", cache_dir=cache)
+    assert isinstance(t, StoredFeeds) and sorted(t) == ["unet", "vae_decoder"] and len(t) == 2
+    a, b = t["unet"], t["unet"]
+    assert a and a is not b and a[0].keys() == b[0].keys()
+    for k in a[0]:
+        assert a[0][k] is not b[0][k] and np.array_equal(a[0][k], b[0][k])
+    with pytest.raises(KeyError):
+        t["clip_image"]
+
+
 def test_patch_detector_int8_and_bf16_agree_with_fp32(qexport):
     from semgir_engine.runtime.ort_patch import OrtPatchDetector
     from semgir_engine.scorer import Scorer, ScorerConfig
