@@ -245,11 +245,13 @@ def bench_patch_e2e(export_dir: str | Path, manifest_path: str | Path, configs: 
 
 def bench_semgir_e2e(export_dir: str | Path, images: Sequence[np.ndarray], precisions: Sequence[str] = ("fp32", "bf16", "int8"),
                      resolution: int = 256, steps: int = 4, warmup: int = 1, reference_images: int = 0,
-                     models: str = "random") -> list[dict]:
+                     models: str = "random", batch_sizes: Sequence[int] = (1,)) -> list[dict]:
     """The SemGIR pipeline on ONNX Runtime fp32 (the agreement reference) and OpenVINO per precision, same
-    images, each row with its per-stage ms/image. ``reference_images`` > 0 also times the paper's setting
-    (torch fp32, 50 PNDM steps, CFG 7.5; :func:`.e2e.standard_configs`) on that many of the images in the
-    same run, and every row gets its speed-up over it (time only: its weights are ``models``, not the export's)."""
+    images, at each of ``batch_sizes`` (the scorer's own batching; each batch size warms up on that many
+    images first, so no graph is first run at a new shape inside the timing), each row with its per-stage
+    ms/image. ``reference_images`` > 0 also times the paper's setting (torch fp32, 50 PNDM steps, CFG 7.5,
+    one image at a time; :func:`.e2e.standard_configs`) on that many of the images in the same run, and every
+    row gets its speed-up over it (time only: its weights are ``models``, not the export's)."""
     from dataclasses import replace
 
     from ..scorer import ScorerConfig
@@ -258,15 +260,15 @@ def bench_semgir_e2e(export_dir: str | Path, images: Sequence[np.ndarray], preci
     base = ScorerConfig(method="semgir", export_dir=str(export_dir), resolution=resolution, steps=steps, batch_size=1)
     cfgs = [("onnxruntime", "fp32")] + [("openvino", p) for p in precisions]
     rows, ref, ref_caps = [], None, None
-    for backend, prec in cfgs:
-        (r,) = bench_e2e(list(images), [(f"{backend} {prec}", replace(base, backend=backend, precision=prec))],
-                         warmup=warmup)
+    for bs, (backend, prec) in ((b, c) for b in batch_sizes for c in cfgs):
+        cfg = replace(base, backend=backend, precision=prec, batch_size=bs)
+        (r,) = bench_e2e(list(images), [(f"{backend} {prec} batch {bs}", cfg)], warmup=max(warmup, bs))
         p = np.array(r.p_ai)
         caps = r.captions
-        ref = p if ref is None else ref
+        ref = p if ref is None else ref  # ONNX Runtime fp32 at the first batch size
         ref_caps = caps if ref_caps is None else ref_caps
-        rows.append({"backend": backend, "precision": prec, "images": r.images, "s_per_image": r.seconds / r.images,
-                     "stage_ms_per_image": r.stage_ms_per_image,
+        rows.append({"backend": backend, "precision": prec, "batch": bs, "images": r.images,
+                     "s_per_image": r.seconds / r.images, "stage_ms_per_image": r.stage_ms_per_image,
                      "max_abs_p_diff": float(np.max(np.abs(p - ref))),
                      "decision_agreement": float(np.mean((p >= 0.5) == (ref >= 0.5))),
                      "captions_identical": sum(a == b for a, b in zip(caps, ref_caps)), "p_ai": p.tolist()})
@@ -340,6 +342,8 @@ def markdown(data: dict) -> str:
     se = data.get("semgir_e2e")
     if se:
         agree = [r for r in se if not r.get("paper_reference")]
+        # "vs ORT fp32": ONNX Runtime fp32 at the same batch size (results before batch sizes existed: batch 1)
+        ort_s = {r.get("batch", 1): r["s_per_image"] for r in agree if r["backend"] == "onnxruntime"}
         base_s = agree[0]["s_per_image"]
         rows = []
         for r in se:
@@ -349,8 +353,9 @@ def markdown(data: dict) -> str:
                 rows.append((r["label"], "-", r["images"], f"{r['s_per_image']:.2f}", vs_ref,
                              f"{base_s / r['s_per_image']:.2f}x", "-", "-", "-", stages))
                 continue
-            rows.append((f"few-step: {r['backend']} {r['precision']}", r["precision"], r["images"],
-                         f"{r['s_per_image']:.2f}", vs_ref, f"{base_s / r['s_per_image']:.2f}x",
+            bs = r.get("batch", 1)
+            rows.append((f"few-step: {r['backend']} {r['precision']}, batch {bs}", r["precision"], r["images"],
+                         f"{r['s_per_image']:.2f}", vs_ref, f"{ort_s.get(bs, base_s) / r['s_per_image']:.2f}x",
                          f"{r['max_abs_p_diff']:.2e}", f"{100 * r['decision_agreement']:.1f}%",
                          f"{r['captions_identical']}/{r['images']}", stages))
         lines += _table("SemGIR end to end per precision",
@@ -398,12 +403,14 @@ def _versions() -> dict:
               help="OpenVINO precisions of the SemGIR end to end (ONNX Runtime fp32 always runs: the agreement reference).")
 @click.option("--paper-reference-images", type=click.IntRange(0), default=0, show_default=True,
               help="Also time the paper's 50-step CFG torch fp32 setting on this many of the images, same run (0: skip).")
+@click.option("--semgir-batch-sizes", default="1", show_default=True,
+              help="Scorer batch sizes of the SemGIR end to end, comma-separated (`score` batches 8 by default).")
 @click.option("--repeats", type=click.IntRange(1), default=3, show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=2, show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 def bench_precision_cmd(export_dir, components, configs, batch_sizes, models, calib, data_dir, max_images, resolution,
-                        patch_data, semgir_images, semgir_precisions, paper_reference_images, repeats, threads,
-                        out):
+                        patch_data, semgir_images, semgir_precisions, paper_reference_images, semgir_batch_sizes,
+                        repeats, threads, out):
     """Component x backend x precision x batch table (speed-up vs torch fp32 eager, agreement) and end to end."""
     import os
 
@@ -439,7 +446,8 @@ def bench_precision_cmd(export_dir, components, configs, batch_sizes, models, ca
         ims, _, _ = cs.load_images(data_dir)
         data["semgir_e2e"] = bench_semgir_e2e(
             export_dir, ims[:semgir_images], [p.strip() for p in semgir_precisions.split(",") if p.strip()],
-            resolution=resolution or 256, reference_images=paper_reference_images, models=models)
+            resolution=resolution or 256, reference_images=paper_reference_images, models=models,
+            batch_sizes=[int(b) for b in semgir_batch_sizes.split(",") if b.strip()])
         save()
     if names:
         tensors = calibration_tensors(export_dir, cs, names, data_dir=data_dir,

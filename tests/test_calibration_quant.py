@@ -442,19 +442,24 @@ def test_bench_precision_semgir_e2e_with_paper_reference(qexport, tmp_path):
     r = CliRunner().invoke(main, ["bench-precision", "--export-dir", str(d), "--models", "tiny",
                                   "--calibration-set", str(f), "--data-dir", str(tmp / "data"), "--semgir-images", "2",
                                   "--semgir-precisions", "int8", "--paper-reference-images", "1", "--resolution", "64",
-                                  "--threads", "1", "--out", str(out)], env={"SEMGIR_CACHE": str(tmp / "c")})
+                                  "--semgir-batch-sizes", "1,2", "--threads", "1", "--out", str(out)],
+                           env={"SEMGIR_CACHE": str(tmp / "c")})
     assert r.exit_code == 0, r.output
     rows = json.loads((out / "results.json").read_text())["semgir_e2e"]
-    assert [(x["backend"], x["precision"]) for x in rows] == [("torch", "fp32"), ("onnxruntime", "fp32"),
-                                                            ("openvino", "int8")]
-    ref, ort, ov = rows
+    assert [(x["backend"], x["precision"], x.get("batch")) for x in rows] == [
+        ("torch", "fp32", None), ("onnxruntime", "fp32", 1), ("openvino", "int8", 1), ("onnxruntime", "fp32", 2),
+        ("openvino", "int8", 2)]
+    ref, ort, ov, ort2, ov2 = rows
     assert ref["paper_reference"] and ref["images"] == 1 and ref["speedup_vs_paper_reference"] == pytest.approx(1.0)
-    assert ort["images"] == ov["images"] == 2 and ort["max_abs_p_diff"] == 0.0
+    assert ort["images"] == ov["images"] == ort2["images"] == 2 and ort["max_abs_p_diff"] == 0.0
+    # the scorer batches without changing results: ONNX Runtime fp32 at batch 2 = batch 1
+    assert ort2["max_abs_p_diff"] < 1e-5 and ort2["decision_agreement"] == 1.0 and ort2["captions_identical"] == 2
     # 50 steps with CFG (100 UNet calls per image) against 4 without: the few-step rows are faster
-    assert ort["speedup_vs_paper_reference"] > 1 and ov["speedup_vs_paper_reference"] > 1
+    assert all(x["speedup_vs_paper_reference"] > 1 for x in (ort, ov, ort2, ov2))
     assert {"caption", "regenerate"} <= set(ort["stage_ms_per_image"])
     text = (out / "README.md").read_text()
-    assert "| paper reference: torch fp32, 50 PNDM steps, CFG 7.5 |" in text and "| few-step: openvino int8 |" in text
+    assert "| paper reference: torch fp32, 50 PNDM steps, CFG 7.5 |" in text
+    assert "| few-step: openvino int8, batch 1 |" in text and "| few-step: openvino int8, batch 2 |" in text
 
 
 def test_openvino_fallbacks(qexport):
