@@ -17,6 +17,7 @@ scoring pipeline per precision (s/image, p_ai and decision agreement against fp3
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import logging
 import sys
@@ -257,10 +258,10 @@ def bench_semgir_e2e(export_dir: str | Path, images: Sequence[np.ndarray], preci
     from ..scorer import ScorerConfig
     from .e2e import bench_e2e, standard_configs
 
-    base = ScorerConfig(method="semgir", export_dir=str(export_dir), resolution=resolution, steps=steps, batch_size=1)
+    base = ScorerConfig(method="semgir", export_dir=str(export_dir), resolution=resolution, steps=steps)
     cfgs = [("onnxruntime", "fp32")] + [("openvino", p) for p in precisions]
     rows, ref, ref_caps = [], None, None
-    for bs, (backend, prec) in ((b, c) for b in batch_sizes for c in cfgs):
+    for bs, (backend, prec) in itertools.product(batch_sizes, cfgs):
         cfg = replace(base, backend=backend, precision=prec, batch_size=bs)
         (r,) = bench_e2e(list(images), [(f"{backend} {prec} batch {bs}", cfg)], warmup=max(warmup, bs))
         p = np.array(r.p_ai)
