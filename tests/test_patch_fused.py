@@ -100,8 +100,16 @@ def test_train_fused_end_to_end_and_eval_on_new_data(tmp_path):
     assert det.threshold > max(real) - 1e-9
     # eval on the training manifest: every row was used in training, so none is scored
     r = CliRunner().invoke(eval_cmd, ["--manifest", str(m), "--model", str(tmp_path / "run"), "--n-boot", "20",
-                                      "--threads", "1", "--condition", "clean", "--k-shuffles", "0"])
+                                      "--threads", "1", "--condition", "clean", "--k-shuffles", "0",
+                                      "--out", str(tmp_path / "eval0")])
     assert r.exit_code == 0, r.output
+    res0 = json.loads((tmp_path / "eval0" / "metrics.json").read_text())
+    assert res0["sources"] == {} and res0["data"]["excluded_training_rows"] == 48
+    # ... and says so, with the card's leave-one-source-out figure for each of those sources instead
+    assert "Nothing to evaluate: all 48 rows" in r.output
+    assert {s: v["auc"] for s, v in res0["card_loso"].items()} == {s: lo["sources"][s]["auc"] for s in ("alpha", "beta")}
+    a = lo["sources"]["alpha"]
+    assert f"| alpha | {a['n_real']} / {a['n_ai']} | {a['auc']:.3f} [" in r.output
     # a manifest it never saw: all its rows are scored, no baseline needed, calibration reported
     (tmp_path / "b").mkdir()
     m2 = _manifest(tmp_path / "b", n=6, seed=5)

@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -239,10 +240,19 @@ def evaluate(model_path: str | Path | None, manifest_path: str | Path, out_dir: 
     }
     curves: dict[str, dict] = {}
     pooled: dict[str, dict[str, list]] = {}
+    n_trained = Counter(r.source for r in train_rows)
+    card_loso = meta.get("figures", {}).get("loso", {}).get("sources", {})
+    result["card_loso"] = {}
     for src in sources:
         rows, split = plan.get(src, ([], "training rows only"))
         if not rows:
-            log.warning("no rows to evaluate for %s", src)
+            loso = card_loso.get(src)
+            if loso is not None:
+                result["card_loso"][src] = {**loso, "jpeg75_auc": meta["figures"].get("loso_jpeg75", {})
+                                            .get("sources", {}).get(src, {}).get("auc")}
+            log.warning("no rows to evaluate for %s: all %d of its rows are files the model was trained or "
+                        "calibrated on%s", src, n_trained[src],
+                        f"; its card's leave-one-source-out AUC there is {loso['auc']:.3f}" if loso else "")
             continue
         imgs, rows = load_pixels(rows, progress=progress)
         y = np.array([r.label for r in rows])
@@ -361,6 +371,9 @@ def markdown_summary(result: dict) -> str:
              f"{result['data']['split_verified']}", "",
              "| source | rows | condition | method | n real / ai | accuracy | balanced acc. | ROC-AUC | AP | FPR |",
              "|---|---|---|---|---|---|---|---|---|---|"]
+    if not result["sources"]:
+        lines[2:] = [f"Nothing to evaluate: all {result['data']['excluded_training_rows']} rows of this manifest "
+                     "are files the model was trained or calibrated on."]
     for src, e in result["sources"].items():
         for cond, methods in e["conditions"].items():
             for name, r in methods.items():
@@ -372,6 +385,14 @@ def markdown_summary(result: dict) -> str:
                              f"{_fmt(r['roc_auc'], r['roc_auc_ci'])} | "
                              f"{_fmt(r['average_precision'], r['average_precision_ci'])} | "
                              f"{_rate(r['fpr'])} |")
+    if result.get("card_loso"):
+        lines += ["", "Sources whose every row trained this model: the leave-one-source-out figures of its recipe, "
+                  "from its card (each source scored by the same recipe trained without that source; FPR / TPR at that fold's "
+                  "threshold):",
+                  "", "| source | n real / ai | ROC-AUC (clean) | ROC-AUC (JPEG q75) | FPR | TPR |", "|---|---|---|---|---|---|"]
+        for src, r in result["card_loso"].items():
+            lines.append(f"| {src} | {r['n_real']} / {r['n_ai']} | {_fmt(r['auc'], r['auc_ci'])} | "
+                         f"{_rate(r['jpeg75_auc'])} | {_rate(r['fpr'])} | {_rate(r['tpr'])} |")
     for kind, c in result.get("calibration", {}).items():
         op, rel = c["operating_point"], c["reliability"]
         lines += ["", f"calibration ({kind} rows, clean, {result['model'].get('calibration', 'temperature')}): "
