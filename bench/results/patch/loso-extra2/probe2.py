@@ -181,7 +181,6 @@ def candidates(cache: Path, out: Path):
     ok, y, src = d["ok"], d["labels"].astype(int), d["sources"].astype(str)
     ch0 = backbone.FrozenBackbone("efficientnet-lite0", pretrained=False).channels
     shipped = select({"global": d["global"].astype(np.float32)}, "global:s4-head", ch0)
-    ll = np.load(out / "lowlevel.npy")
     c = [("shipped recipe: Lite0 global s4-head", [(shipped, 3e-5)])]
     if "multi" in MODE:
         backbone.BACKBONES.setdefault("efficientnet-lite2", backbone.BackboneSpec(
@@ -196,6 +195,16 @@ def candidates(cache: Path, out: Path):
         mos = [select({"global": z[k].astype(np.float32)}, "global:s4-head", ch0) for k in ("rich", "poor")]
         c.append(("Lite0 + Lite1 + Lite2 + rich/poor texture mosaics (concatenated)",
                   [(np.concatenate([shipped, f[1], f[2], *mos], -1), 3e-5)]))
+        if "stack" in MODE:  # + the native-resolution views of ../loso-extra (probe.py native, written to NATIVE)
+            z = np.load(NATIVE)
+            nat = select({"global": z["full"].astype(np.float32)}, "global:s4-head", ch0)
+            shipped, f, mos = shipped[:, :3], {k: v[:, :3] for k, v in f.items()}, [m[:, :3] for m in mos]  # nat: 3 views
+            c = [c[0], ("Lite0 + native-resolution Lite0 (concatenated, as in ../loso-extra)",
+                        [(np.concatenate([shipped, nat], -1), 3e-5)]),
+                 ("every family: Lite0 + Lite1 + Lite2 + texture mosaics + native-resolution Lite0 (concatenated)",
+                  [(np.concatenate([shipped, f[1], f[2], *mos, nat], -1), 3e-5)]),
+                 ("every family, score sum of five heads",
+                  [(shipped, 3e-5), (f[1], 3e-5), (f[2], 3e-5), (np.concatenate(mos, -1), 3e-5), (nat, 3e-5)])]
         return ok, y, src, c
     if "texture" in MODE:
         z = np.load(out / "texture.npz")
@@ -215,6 +224,7 @@ def candidates(cache: Path, out: Path):
              for a, C, cen in ((1.0, 3e-5, False), (1.0, 1e-3, False), (0.66, 3e-5, False), (1.0, 3e-5, True),
                                (0.0, 3e-5, True))]
         return ok, y, src, c
+    ll = np.load(out / "lowlevel.npy")
     for C in (0.01, 1.0):
         c.append((f"low-level statistics alone, C={C:g}", [(ll, C)]))
     for C in (0.01, 1.0):
@@ -251,5 +261,6 @@ if __name__ == "__main__":
     torch.set_num_threads(2)
     what, cache, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     MODE = sys.argv[4] if len(sys.argv) > 4 else "lowlevel"
+    NATIVE = Path(sys.argv[5]) if len(sys.argv) > 5 else None  # loso stack: ../loso-extra's native-feats.npz
     out.mkdir(parents=True, exist_ok=True)
     {"lowlevel": compute_lowlevel, "texture": compute_texture, "backbone": compute_backbone, "loso": loso_all}[what](cache, out)
