@@ -250,6 +250,7 @@ def evaluate(model_path: str | Path | None, manifest_path: str | Path, out_dir: 
             if loso is not None:
                 result["card_loso"][src] = {**loso, "jpeg75_auc": meta["figures"].get("loso_jpeg75", {})
                                             .get("sources", {}).get(src, {}).get("auc")}
+            result["data"].setdefault("training_only_sources", {})[src] = n_trained[src]
             log.warning("no rows to evaluate for %s: all %d of its rows are files the model was trained or "
                         "calibrated on%s", src, n_trained[src],
                         f"; its card's leave-one-source-out AUC there is {loso['auc']:.3f}" if loso else "")
@@ -372,8 +373,9 @@ def markdown_summary(result: dict) -> str:
              "| source | rows | condition | method | n real / ai | accuracy | balanced acc. | ROC-AUC | AP | FPR |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     if not result["sources"]:
-        lines[2:] = [f"Nothing to evaluate: all {result['data']['excluded_training_rows']} rows of this manifest "
-                     "are files the model was trained or calibrated on."]
+        n = sum(result["data"].get("training_only_sources", {}).values())
+        lines[2:] = [f"Nothing to evaluate: all {n} rows of the selected sources are files the model was trained "
+                     "or calibrated on."]
     for src, e in result["sources"].items():
         for cond, methods in e["conditions"].items():
             for name, r in methods.items():

@@ -8,7 +8,6 @@ a self-trained autoencoder because no latent-diffusion VAE weights are available
 Training uses real_benchmarks only (real photos, no test source's images); every other source is a test source.
 Both classes get the same JPEG re-encoding (random quality 65-100, or PNG) before patches are drawn.
 """
-import io
 import json
 import sys
 import time
@@ -18,11 +17,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from PIL import Image
 
 from semgir_engine.datasets import read_manifests
 from semgir_engine.images import load_image
 from semgir_engine.metrics import roc_auc
+from semgir_engine.patch.augment import jpeg_roundtrip
 
 MANIFESTS = ["../shared/data/aigi/manifest.csv", "../shared/data/aigi2/manifest.csv"]
 P = 64
@@ -71,12 +70,8 @@ def to_u8(t):
 
 
 def reencode(a, rng):
-    buf = io.BytesIO()
-    if rng.random() < 0.8:
-        Image.fromarray(a).save(buf, "JPEG", quality=int(rng.integers(65, 101)))
-    else:
-        Image.fromarray(a).save(buf, "PNG")
-    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    """JPEG at a random quality 65-100 (80%), else PNG, which is lossless: the pixels stay as they are."""
+    return jpeg_roundtrip(a, int(rng.integers(65, 101))) if rng.random() < 0.8 else a
 
 
 def center(a, s=256):
@@ -134,14 +129,15 @@ def main(out: Path):
     net.eval()
     out.mkdir(parents=True, exist_ok=True)
     torch.save({"ae": ae.state_dict(), "patch": net.state_dict()}, out / "aetrace.pt")
-    scores, labels, srcs = [], [], []
+    scores, labels, srcs, unreadable = [], [], [], []
     with torch.no_grad():
         for r in rows:
             if r.source == "real_benchmarks":
                 continue
             try:
                 a = center(load_image(r.path).pixels, 256)
-            except Exception:
+            except Exception as e:  # counted and reported, never silently dropped
+                unreadable.append(f"{r.path}: {e}")
                 continue
             x = to_t(a).unfold(1, P, P).unfold(2, P, P).permute(1, 2, 0, 3, 4).reshape(-1, 3, P, P)
             scores.append(float(net(x).mean()))
@@ -150,7 +146,7 @@ def main(out: Path):
     y, s, src = np.array(labels), np.array(scores), np.array(srcs)
     res = {k: roc_auc(y[src == k], s[src == k]) for k in sorted(set(srcs))}
     res = {"per_source_auc": res, "mean": float(np.mean(list(res.values()))), "worst": float(min(res.values())),
-           "train_images": len(train_imgs), "ae_l1_last_batch": float(ae_loss), "seconds": time.time() - t0}
+           "train_images": len(train_imgs), "unreadable": unreadable, "ae_l1_last_batch": float(ae_loss), "seconds": time.time() - t0}
     res["scores"] = [{"source": a, "label": int(b), "score": float(c)} for a, b, c in zip(src, y, s)]
     print(json.dumps({k: v for k, v in res.items() if k != "scores"}, indent=1))
     (out / "aetrace.json").write_text(json.dumps(res, indent=1))

